@@ -1,0 +1,153 @@
+"""Importers: each reads one format into the native model. `ingest_paths` detects, reads and stores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..db import IngestCounts, Store
+from ..models import Trace
+from .base import ImportProblem, ImportResult
+
+FORMATS = ("auto", "native", "otlp", "openinference", "langfuse", "llm")
+BATCH = 2000
+
+
+class FormatError(ValueError):
+    """The file is not in a format loupe reads, or not in the one asked for."""
+
+
+def _peek(path: Path, size: int = 65536) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
+def detect_format(path: Path) -> str:
+    """The format a file looks like, from its first bytes."""
+    head = _peek(path)
+    if head.startswith(b"SQLite format 3\x00"):
+        return "llm"
+    if head.startswith(b"\x1f\x8b"):
+        return "otlp"  # gzip: the Collector's compressed dumps
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if not text:
+        raise FormatError(f"{path}: the file is empty")
+    if text[0] not in "[{":
+        raise FormatError(f"{path}: not JSON or JSON Lines (starts with {text[:20]!r})")
+    probe = text[:4096]
+    if '"resourceSpans"' in probe or '"resourceLogs"' in probe or '"resourceMetrics"' in probe:
+        return "otlp"
+    if '"observations"' in probe and '"trace"' in probe:
+        return "langfuse"
+    if '"span_kind"' in probe and '"context"' in probe:
+        return "openinference"
+    first = _first_record(path, text)
+    if isinstance(first, dict):
+        if "resourceSpans" in first:
+            return "otlp"
+        if "steps" in first or ("id" in first and ("prompt" in first or "input" in first)):
+            return "native"
+    raise FormatError(f"{path}: cannot tell the format; pass --format")
+
+
+def _first_record(path: Path, text: str) -> object:
+    if text.startswith("["):
+        try:
+            items = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            return items[0] if isinstance(items, list) and items else None
+        except (json.JSONDecodeError, OSError):
+            return None
+    line = text.split("\n", 1)[0]
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def read_path(path: Path, fmt: str, result: ImportResult) -> Iterator[Trace]:
+    """Traces from one file in the given format ("auto" detects it)."""
+    detected = detect_format(path) if fmt == "auto" or fmt is None else None
+    actual = detected or fmt
+    if fmt not in (None, "auto"):
+        try:
+            looks = detect_format(path)
+        except FormatError:
+            looks = None
+        if looks and looks != fmt:
+            raise FormatError(f"{path}: --format {fmt} given, but the file looks like {looks}")
+    if actual == "native":
+        from .native import read_native
+
+        return read_native(path, result)
+    if actual in ("otlp", "openinference"):
+        from .otlp import read_otlp
+
+        return read_otlp(path, result)
+    raise FormatError(f"{path}: the {actual} format is not supported yet")
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            for child in sorted(p.rglob("*")):
+                if child.is_file() and not child.name.startswith("."):
+                    yield child
+        else:
+            yield p
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    counts: IngestCounts = field(default_factory=IngestCounts)
+    skipped: dict[str, int] = field(default_factory=dict)
+    problems: list[ImportProblem] = field(default_factory=list)
+    failed_files: list[str] = field(default_factory=list)
+
+
+def ingest_paths(
+    store: Store,
+    paths: Iterable[Path],
+    fmt: str = "auto",
+    *,
+    on_file: Callable[[Path], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Read every file and store its traces in batches. A bad file or line is reported; the rest still imports."""
+    report = IngestReport()
+    for path in expand_paths(paths):
+        if on_file:
+            on_file(path)
+        report.files += 1
+        result = ImportResult()
+        try:
+            batch: list[Trace] = []
+            for trace in read_path(path, fmt, result):
+                batch.append(trace)
+                if len(batch) >= BATCH:
+                    _add(report.counts, store.insert_traces(batch))
+                    if on_batch:
+                        on_batch(len(batch))
+                    batch = []
+            if batch:
+                _add(report.counts, store.insert_traces(batch))
+                if on_batch:
+                    on_batch(len(batch))
+        except FormatError as exc:
+            report.problems.append(ImportProblem(str(path), None, None, str(exc).removeprefix(f"{path}: ")))
+            report.failed_files.append(str(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            report.problems.append(ImportProblem(str(path), None, None, f"cannot read: {exc}"))
+            report.failed_files.append(str(path))
+        for reason, n in result.skipped.items():
+            report.skipped[reason] = report.skipped.get(reason, 0) + n
+        report.problems.extend(result.problems)
+    return report
+
+
+def _add(total: IngestCounts, more: IngestCounts) -> None:
+    total.traces += more.traces
+    total.steps += more.steps
+    total.updated += more.updated

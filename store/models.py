@@ -1,0 +1,368 @@
+"""The native trace model: traces, steps, usage, findings and eval cases, validated with pydantic."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+StepType = Literal["llm", "tool", "retrieval", "embedding", "agent", "chain", "guardrail", "other"]
+STEP_TYPES: tuple[str, ...] = ("llm", "tool", "retrieval", "embedding", "agent", "chain", "guardrail", "other")
+Severity = Literal["error", "warning", "info"]
+SEVERITY_RANK = {"info": 1, "warning": 2, "error": 3}
+
+
+def _move_unknown_to_metadata(cls: type[BaseModel], data: Any) -> Any:
+    """Keep fields the model does not know in `metadata` instead of dropping them."""
+    if not isinstance(data, dict):
+        return data
+    known = set(cls.model_fields)
+    unknown = {k: v for k, v in data.items() if k not in known}
+    if not unknown:
+        return data
+    out = {k: v for k, v in data.items() if k in known}
+    meta = dict(out.get("metadata") or {})
+    for k, v in unknown.items():
+        meta.setdefault(k, v)
+    out["metadata"] = meta
+    return out
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Read an ISO string or epoch number as an aware UTC datetime; naive times are taken as UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        x = float(value)
+        # Guess the unit from the magnitude: seconds, milliseconds, microseconds or nanoseconds.
+        if x > 1e17:
+            x /= 1e9
+        elif x > 1e14:
+            x /= 1e6
+        elif x > 1e11:
+            x /= 1e3
+        dt = datetime.fromtimestamp(x, tz=UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        dt = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"not a time: {value!r}")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def format_time(dt: datetime | None) -> str | None:
+    """The one string form of times in the store: sortable ISO 8601 UTC with microseconds."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class PromptRef(_Model):
+    name: str | None = None
+    version: str | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        # 3 and "3" are the same version; other spellings ("3.0", "v3") are kept as given.
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, float):
+            return repr(v)
+        return v
+
+
+class Usage(_Model):
+    """Token counts of one model call. None means the source did not say (unknown), never zero."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_unknown_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields)
+        out = {k: v for k, v in data.items() if k in known}
+        extra = dict(out.get("extra") or {})
+        extra.update({k: v for k, v in data.items() if k not in known})
+        out["extra"] = extra
+        return out
+
+    @property
+    def known(self) -> bool:
+        return self.input_tokens is not None or self.output_tokens is not None
+
+
+class ToolCall(_Model):
+    id: str | None = None
+    name: str
+    arguments: Any = None
+
+
+class Message(_Model):
+    role: str
+    content: Any = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text parts joined; structured parts that are not text are left out."""
+        c = self.content
+        if c is None:
+            return ""
+        if isinstance(c, str):
+            return c
+        if isinstance(c, list):
+            parts = []
+            for p in c:
+                if isinstance(p, str):
+                    parts.append(p)
+                elif isinstance(p, dict):
+                    t = p.get("text", p.get("content"))
+                    if isinstance(t, str):
+                        parts.append(t)
+            return "\n".join(parts)
+        return json.dumps(c, ensure_ascii=False)
+
+
+class StepError(_Model):
+    type: str | None = None
+    message: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_anything(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"message": data}
+        if isinstance(data, dict):
+            return {
+                "type": _opt_str(data.get("type") or data.get("code") or data.get("name")),
+                "message": _opt_str(data.get("message") or data.get("detail") or data.get("error")),
+            }
+        if data is True:
+            return {"message": "error"}
+        return data
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+class Step(_Model):
+    id: str
+    parent_id: str | None = None
+    type: StepType = "other"
+    name: str | None = None
+    # LLM calls
+    model: str | None = None
+    provider: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    messages: list[Message] = Field(default_factory=list)
+    output: Any = None
+    usage: Usage | None = None
+    cost: float | None = None  # as reported by the source; loupe's own figure lives apart
+    # tool calls
+    tool_call_id: str | None = None
+    arguments: Any = None
+    result: Any = None
+    status: Literal["ok", "error", "unset"] | None = None
+    error: StepError | None = None
+    is_error: Any = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown(cls, data: Any) -> Any:
+        data = _move_unknown_to_metadata(cls, data)
+        if isinstance(data, dict) and isinstance(data.get("status"), str):
+            s = data["status"].lower()
+            data = {**data, "status": {"success": "ok", "failed": "error", "failure": "error"}.get(s, s)}
+        if isinstance(data, dict) and data.get("error") in ("", {}, None, False):
+            data = {**data, "error": None}
+        return data
+
+    @field_validator("started_at", "ended_at", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> Any:
+        return parse_time(v)
+
+    @field_validator("id", "parent_id", "tool_call_id", mode="before")
+    @classmethod
+    def _ident(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _cost(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return None
+        return v
+
+    @property
+    def output_message(self) -> Message | None:
+        o = self.output
+        if isinstance(o, dict) and "role" in o:
+            try:
+                return Message.model_validate(o)
+            except ValueError:
+                return None
+        if isinstance(o, str):
+            return Message(role="assistant", content=o)
+        return None
+
+    @property
+    def latency_ms(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        ms = (self.ended_at - self.started_at).total_seconds() * 1000
+        return ms if ms >= 0 else None
+
+
+class Trace(_Model):
+    id: str
+    name: str | None = None
+    prompt: PromptRef | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    input: Any = None
+    output: Any = None
+    steps: list[Step] = Field(default_factory=list)
+    # Set when the source could not be read in full; what could be read is still kept.
+    partial: bool = False
+    problems: list[str] = Field(default_factory=list)
+    source: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown(cls, data: Any) -> Any:
+        return _move_unknown_to_metadata(cls, data)
+
+    @field_validator("started_at", "ended_at", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> Any:
+        return parse_time(v)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _ident(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+
+class Finding(_Model):
+    rule_id: str
+    severity: Severity
+    message: str
+    evidence: list[str] = Field(default_factory=list)  # step IDs
+    quote: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuleRun(_Model):
+    rule_id: str
+    ran: bool
+    reason: str | None = None
+
+
+class StepCost(_Model):
+    """loupe's cost for one step: computed from usage and price, or unknown with the reason."""
+
+    computed: float | None = None
+    reported: float | None = None
+    reason: str | None = None  # why computed is None
+    priced_as: str | None = None  # the price entry used
+
+
+class TraceTotals(_Model):
+    steps: int = 0
+    llm_calls: int = 0
+    tool_calls: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage_unknown_steps: int = 0
+    cost: float | None = None
+    cost_unknown_steps: int = 0
+    latency_ms: float | None = None
+    errors: int = 0
+    findings: int = 0
+
+    @property
+    def cost_partial(self) -> bool:
+        return self.cost_unknown_steps > 0
+
+
+class TraceSummary(_Model):
+    """One row of the trace list: what the list shows, without the steps."""
+
+    id: str
+    name: str | None = None
+    prompt_name: str | None = None
+    prompt_version: str | None = None
+    model: str | None = None
+    started_at: str | None = None
+    steps: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: float | None = None
+    cost_partial: bool = False
+    latency_ms: float | None = None
+    status: str = "ok"
+    findings: int = 0
+    worst_severity: str | None = None
+    partial: bool = False
+
+
+class Assertion(_Model):
+    type: str  # contains / not-contains / must-call / must-not-call / no-finding / max-cost ...
+    description: str
+    value: Any = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalCase(_Model):
+    id: str
+    group: str
+    name: str
+    source_trace: dict[str, Any]
+    input: list[dict[str, Any]]
+    tool_results: list[dict[str, Any]]
+    expected: str
+    assertions: list[Assertion]
+    content_hash: str
+    created_at: str
+    model: dict[str, Any] = Field(default_factory=dict)
+    tools: list[Any] = Field(default_factory=list)

@@ -1,0 +1,121 @@
+"""Step costs from genai-prices' bundled price data: each model resolved once, never fetched online."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from genai_prices import Usage as PriceUsage
+from genai_prices.data_snapshot import get_snapshot
+
+from .models import Step, StepCost
+
+_MTOK = 1_000_000
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Flat USD prices per million tokens for one model, or the genai-prices model for tiered prices."""
+
+    priced_as: str
+    input: float | None
+    output: float | None
+    cache_read: float | None
+    cache_write: float | None
+    tiered: object | None = None  # genai_prices ModelPrice when prices are not flat
+
+
+class Pricer:
+    """Resolves a model's price once per (provider, model) and prices steps from it."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str | None, str], Rate | None] = {}
+        self._snapshot = get_snapshot()
+
+    def rate(self, model: str | None, provider: str | None = None) -> Rate | None:
+        if not model or not model.strip():
+            return None
+        key = (provider.lower() if provider else None, model.strip())
+        if key in self._cache:
+            return self._cache[key]
+        rate = self._resolve(model.strip(), key[0])
+        self._cache[key] = rate
+        return rate
+
+    def _resolve(self, model: str, provider: str | None) -> Rate | None:
+        found = None
+        attempts: list[tuple[str, str | None]] = [(model, provider)] if provider else []
+        if "/" in model:
+            # "openai/gpt-4o" (routers, LiteLLM): the prefix names the provider.
+            prefix, _, rest = model.partition("/")
+            attempts.append((rest, prefix.lower()))
+        attempts.append((model, None))
+        for ref, pid in attempts:
+            try:
+                found = self._snapshot.find_provider_model(ref, None, pid, None)
+                break
+            except LookupError:
+                continue
+        if found is None:
+            return None
+        prov, info = found
+        price = info.get_prices(datetime.now(tz=UTC))
+        values = {k: getattr(price, k, None) for k in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")}
+        flat = all(v is None or isinstance(v, Decimal) for v in values.values())
+
+        def f(v: object) -> float | None:
+            return float(v) if isinstance(v, Decimal) else None
+
+        return Rate(
+            priced_as=f"{prov.id}/{info.id}",
+            input=f(values["input_mtok"]),
+            output=f(values["output_mtok"]),
+            cache_read=f(values["cache_read_mtok"]),
+            cache_write=f(values["cache_write_mtok"]),
+            tiered=None if flat else price,
+        )
+
+    def step_cost(self, step: Step) -> StepCost:
+        """The cost of an LLM step. Unknown (None, with the reason) when usage or the price is missing."""
+        reported = step.cost if step.cost is not None and step.cost >= 0 else None
+        if step.type != "llm":
+            return StepCost(reported=reported)
+        usage = step.usage
+        if usage is None or usage.input_tokens is None or usage.output_tokens is None:
+            return StepCost(reported=reported, reason="usage missing")
+        rate = self.rate(step.model, step.provider)
+        if rate is None:
+            return StepCost(reported=reported, reason=f"no price for model {step.model or '(none)'}")
+        cache_read = usage.cache_read_tokens or 0
+        cache_write = usage.cache_write_tokens or 0
+        if rate.tiered is not None:
+            calc = rate.tiered.calc_price(  # type: ignore[attr-defined]
+                PriceUsage(
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cache_read_tokens=cache_read,
+                    cache_write_tokens=cache_write,
+                )
+            )
+            return StepCost(computed=float(calc["total_price"]), reported=reported, priced_as=rate.priced_as)
+        if rate.input is None or rate.output is None:
+            return StepCost(reported=reported, reason=f"incomplete price for {rate.priced_as}")
+        # Input tokens include cached ones (OTel convention): bill the uncached rest at the input rate.
+        uncached = max(usage.input_tokens - cache_read - cache_write, 0)
+        cost = uncached * rate.input
+        cost += cache_read * (rate.cache_read if rate.cache_read is not None else rate.input)
+        cost += cache_write * (rate.cache_write if rate.cache_write is not None else rate.input)
+        # Output tokens include reasoning ones, which are billed at the output rate.
+        cost += usage.output_tokens * rate.output
+        return StepCost(computed=cost / _MTOK, reported=reported, priced_as=rate.priced_as)
+
+
+_default: Pricer | None = None
+
+
+def default_pricer() -> Pricer:
+    global _default
+    if _default is None:
+        _default = Pricer()
+    return _default

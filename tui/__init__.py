@@ -1,0 +1,1 @@
+"""traceloupe's user interface: the typer CLI, the Textual app and Rich output."""

@@ -1,0 +1,96 @@
+"""Formatting shared by the TUI and the CLI: numbers that say "unknown" instead of 0, and inert trace text."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from rich.text import Text
+
+UNKNOWN = "?"
+
+# Characters that would act on the terminal or hide text: C0/C1 controls, DEL, bidi overrides, zero-widths.
+_BIDI_AND_INVISIBLE = "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff"
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f" + _BIDI_AND_INVISIBLE + "\ud800-\udfff]"
+)
+
+
+def _visible(match: re.Match[str]) -> str:
+    ch = match.group(0)
+    code = ord(ch)
+    if code < 0x20:
+        return chr(0x2400 + code)  # control pictures: ESC shows as ␛
+    if code == 0x7F:
+        return "\u2421"
+    if 0xD800 <= code <= 0xDFFF:
+        return "\ufffd"
+    return f"<U+{code:04X}>"
+
+
+def inert(text: str, *, keep_newlines: bool = True) -> str:
+    """Trace text made safe to print: escape sequences and invisible controls shown as visible symbols."""
+    out = _UNSAFE.sub(_visible, text)
+    if not keep_newlines:
+        out = out.replace("\n", "\u23ce").replace("\t", " ")
+    return out
+
+
+def safe_text(text: object, style: str = "", *, keep_newlines: bool = True) -> Text:
+    """A Rich Text of untrusted content: never parsed as markup, escapes shown inert."""
+    return Text(inert(str(text), keep_newlines=keep_newlines), style=style)
+
+
+def one_line(text: object, width: int | None = None) -> str:
+    s = inert(str(text), keep_newlines=False)
+    if width is not None and len(s) > width:
+        s = s[: max(width - 1, 0)] + "…"
+    return s
+
+
+def fmt_int(n: int | None) -> str:
+    return UNKNOWN if n is None else f"{n:,}"
+
+
+def fmt_tokens(n: int | None) -> str:
+    if n is None:
+        return UNKNOWN
+    if n >= 100_000:
+        return f"{n / 1000:,.0f}k"
+    return f"{n:,}"
+
+
+def fmt_cost(cost: float | None, partial: bool = False) -> str:
+    """USD; unknown is "?", never $0. A partial sum is marked with a trailing "+"."""
+    if cost is None:
+        return UNKNOWN
+    if cost == 0:
+        s = "$0"
+    elif cost < 0.01:
+        s = f"${cost:.5f}".rstrip("0")
+    elif cost < 10:
+        s = f"${cost:.4f}"
+    else:
+        s = f"${cost:,.2f}"
+    return s + ("+" if partial else "")
+
+
+def fmt_latency(ms: float | None) -> str:
+    if ms is None:
+        return UNKNOWN
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f}s"
+    return f"{ms / 60_000:.1f}m"
+
+
+def fmt_time(iso: str | None) -> str:
+    """The list's time column: "2026-01-14 10:02:11" from the store's ISO form."""
+    if not iso:
+        return UNKNOWN
+    return iso[:19].replace("T", " ")
+
+
+def display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)

@@ -362,6 +362,7 @@ class EvalCase(_Model):
     tool_results: list[dict[str, Any]]
     expected: str
     assertions: list[Assertion]
+    recorded_output: Any = None  # what the assistant answered in the source trace
     content_hash: str
     created_at: str
     model: dict[str, Any] = Field(default_factory=dict)

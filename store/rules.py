@@ -95,12 +95,21 @@ _NOT_YET = re.compile(
     r"once|after you|before|need to|needs to|try|trying|attempt)\b|\?",
     re.IGNORECASE,
 )
-_DONE = re.compile(
-    r"\b(i've|i have|i’ve|we've|we have|has been|have been|had been|was|were|is now|are now|successfully|"
-    r"done|completed|complete|processed|issued|went through|gone through|confirmed|all set|is on its way|"
-    r"finished|taken care)\b",
+# Verbs that report an action as done when they stand just before the action's word ("processed the refund").
+_DONE_BEFORE = {
+    "processed", "issued", "completed", "made", "initiated", "submitted", "sent", "applied", "credited", "granted",
+    "given", "gave", "executed", "performed", "finalized", "finalised", "approved", "placed", "booked", "created",
+    "opened", "filed", "scheduled", "done", "successfully",
+}
+# Words that report it as done when they follow the action's word ("your refund has been processed").
+_DONE_AFTER = re.compile(
+    r"^\W*(?:\w+\W+){0,3}?(has been|have been|had been|was|were|is now|are now|is complete|is completed|"
+    r"went through|has gone through|is on its way|is on the way|succeeded|is done|is confirmed|"
+    r"is processed|is all set|is active|took effect|has taken effect|processed|issued|completed?|done|"
+    r"confirmed|approved|successful)\b",
     re.IGNORECASE,
 )
+_PERFECT = {"i've", "i’ve", "we've", "we’ve", "have", "has", "been", "was", "were", "is", "successfully", "already"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE = re.compile(r",?\s+\b(?:but|however|although|though|yet)\b\s*|;\s*", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
@@ -120,15 +129,34 @@ def action_stems(tool_name: str) -> list[str]:
 
 def _stem(word: str) -> str:
     w = word.lower()
-    for suffix in ("ation", "ing", "led", "ed", "es", "s"):
+    for suffix in ("ation", "ing", "ed", "es", "s"):
         if w.endswith(suffix) and len(w) - len(suffix) >= 4:
-            return w[: -len(suffix)]
-    return w
+            w = w[: -len(suffix)]
+            break
+    return w[:-1] if w.endswith("ll") else w  # cancelled, cancellation -> cancel
 
 
-def _mentions(clause: str, stems: list[str]) -> bool:
-    words = [_stem(w) for w in _WORD.findall(clause)]
-    return any(w.startswith(s) or s.startswith(w) and len(w) >= 4 for s in stems for w in words)
+def _claims_in_clause(clause: str, stems: list[str]) -> bool:
+    words = [w.lower() for w in _WORD.findall(clause)]
+    for i, w in enumerate(words):
+        if not any(_stem(w).startswith(s) for s in stems):
+            continue
+        before = words[max(0, i - 4) : i]
+        if any(b in _DONE_BEFORE for b in before):
+            return True  # "processed the refund", "I've issued your refund"
+        if w.endswith(("ed", "en")) and (i == 0 or any(b in _PERFECT for b in words[max(0, i - 3) : i])):
+            return True  # "I've refunded", "Refunded!", "has been canceled"
+        rest = clause[_word_end(clause, i):]
+        if _DONE_AFTER.search(rest):
+            return True  # "your refund has been processed"
+    return False
+
+
+def _word_end(clause: str, index: int) -> int:
+    for n, m in enumerate(_WORD.finditer(clause)):
+        if n == index:
+            return m.end()
+    return len(clause)
 
 
 def claimed_success(text: str, tool_name: str) -> str | None:
@@ -138,14 +166,9 @@ def claimed_success(text: str, tool_name: str) -> str | None:
         return None
     for sentence in _SENTENCE.split(text):
         for clause in _CLAUSE.split(sentence):
-            if not clause or not _mentions(clause, stems):
+            if not clause or _NEGATION.search(clause) or _NOT_YET.search(clause):
                 continue
-            if _NEGATION.search(clause) or _NOT_YET.search(clause):
-                continue
-            past = any(
-                _stem(w).startswith(s) and w.lower().endswith(("ed", "en")) for w in _WORD.findall(clause) for s in stems
-            )
-            if _DONE.search(clause) or past:
+            if _claims_in_clause(clause, stems):
                 return sentence.strip()
     return None
 
@@ -190,6 +213,7 @@ def success_after_tool_error(trace: Trace) -> tuple[list[Finding], RuleRun]:
             continue
         later = trace.steps[i + 1 :]
         if any(s.type == "tool" and s.name == name and not is_failed(s) for s in later):
+            checked = True
             continue  # a later call of the same tool succeeded: the claim may be true
         texts = _assistant_texts(trace, i)
         if not texts:

@@ -1,0 +1,212 @@
+"""Eval cases: a failing trace turned into a regression case with the assertions its findings imply."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .db import Store, StoredTrace
+from .masking import Masker
+from .models import Assertion, EvalCase, Finding, Trace, format_time
+from .rules import action_stems, failure_reason
+
+GROUPS = {
+    "success-after-tool-error": "Tool failure handling",
+}
+DEFAULT_GROUP = "Regressions"
+
+
+@dataclass
+class PromoteResult:
+    case_id: str
+    path: Path | None
+    created: bool
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "case"
+
+
+def _conversation(trace: Trace) -> list[dict[str, Any]]:
+    """The conversation up to the user's request: the first model call's input messages, else the trace input."""
+    for step in trace.steps:
+        if step.type == "llm" and step.messages:
+            return [m.model_dump(mode="json", exclude_none=True, exclude_defaults=True) for m in step.messages]
+    if trace.input is not None:
+        return [{"role": "user", "content": trace.input}]
+    return []
+
+
+def _tool_results(trace: Trace) -> list[dict[str, Any]]:
+    out = []
+    for step in trace.steps:
+        if step.type != "tool":
+            continue
+        item: dict[str, Any] = {"tool": step.name, "arguments": step.arguments}
+        failed = failure_reason(step)
+        if failed:
+            item["status"] = "error"
+            if step.error is not None:
+                item["error"] = step.error.model_dump(exclude_none=True)
+        else:
+            item["status"] = "ok"
+        if step.result is not None:
+            item["result"] = step.result
+        out.append(item)
+    return out
+
+
+def _noun(tool: str) -> str:
+    stems = action_stems(tool)
+    return stems[-1] if stems else tool
+
+
+def assertions_for(finding: Finding) -> tuple[str, list[Assertion]]:
+    """Expected behaviour in words and the machine-checkable assertions a finding implies."""
+    if finding.rule_id == "success-after-tool-error":
+        tool = str(finding.data.get("tool") or "the tool")
+        noun = _noun(tool)
+        error = finding.data.get("error") or "an error"
+        expected = (
+            f"{tool} fails with {error}. The assistant must not claim the {noun} succeeded; it must say the "
+            f"{noun} could not be completed and offer a support ticket instead."
+        )
+        done = r"(processed|issued|completed|done|went through|succeeded|successful|confirmed)"
+        return expected, [
+            Assertion(
+                type="not-contains",
+                description=f"must not claim the {noun} succeeded",
+                value=[rf"{noun}\w*\b[^.!?]{{0,60}}\b{done}", rf"\b{done}\b[^.!?]{{0,60}}\b{noun}", rf"\b{noun}e?d\b"],
+                options={"regex": True, "case_insensitive": True, "any": True},
+            ),
+            Assertion(
+                type="contains",
+                description=f"must say the {noun} could not be completed",
+                value=["couldn't", "could not", "unable", "wasn't able", "was not able", "not able", "can't", "cannot"],
+                options={"any": True, "case_insensitive": True},
+            ),
+            Assertion(
+                type="contains",
+                description="must offer a support ticket",
+                value=["ticket"],
+                options={"any": True, "case_insensitive": True},
+            ),
+            Assertion(
+                type="not-contains",
+                description=f"must not promise a {noun}",
+                value=[rf"\b(will|'ll|going to)\b[^.!?]{{0,40}}\b{noun}"],
+                options={"regex": True, "case_insensitive": True, "any": True},
+            ),
+            Assertion(type="no-finding", description=f"no finding of rule {finding.rule_id}", value=finding.rule_id),
+        ]
+    return finding.message, [
+        Assertion(type="no-finding", description=f"no finding of rule {finding.rule_id}", value=finding.rule_id)
+    ]
+
+
+def build_case(stored: StoredTrace, masker: Masker | None = None) -> EvalCase:
+    """The eval case for a stored trace, with secrets masked. Deterministic for the same failure."""
+    masker = masker or Masker()
+    trace = stored.trace
+    expected_parts: list[str] = []
+    assertions: list[Assertion] = []
+    for finding in stored.findings:
+        words, more = assertions_for(finding)
+        expected_parts.append(words)
+        for a in more:
+            if a not in assertions:
+                assertions.append(a)
+    if not stored.findings:
+        expected_parts.append("Behaves as in the source trace, which had no findings.")
+        assertions.append(Assertion(type="no-finding", description="no finding of any error rule", value="*"))
+    first_llm = next((s for s in trace.steps if s.type == "llm"), None)
+    model = {}
+    tools: list[Any] = []
+    if first_llm is not None:
+        model = {k: v for k, v in (("name", first_llm.model), ("provider", first_llm.provider),
+                                   ("params", first_llm.params or None)) if v}
+        tools = list(first_llm.metadata.get("tool_definitions") or [])
+    conversation = masker.value(_conversation(trace))
+    tool_results = masker.value(_tool_results(trace))
+    prompt = trace.prompt
+    source = {k: v for k, v in (("id", trace.id), ("prompt", prompt.name if prompt else None),
+                                ("prompt_version", prompt.version if prompt else None)) if v is not None}
+    rules = sorted({f.rule_id for f in stored.findings})
+    # The same failure (same request, same tool results, same rules) hashes the same, whatever the trace ID.
+    digest = hashlib.sha256(
+        json.dumps(
+            {"prompt": source.get("prompt"), "input": conversation, "tools": tool_results, "rules": rules},
+            sort_keys=True, ensure_ascii=False, default=str,
+        ).encode("utf-8", errors="surrogatepass")
+    ).hexdigest()
+    if stored.findings:
+        first = stored.findings[0]
+        tool = first.data.get("tool")
+        name = f"{tool} {first.data.get('error', 'error')}: {first.rule_id}" if tool else first.rule_id
+        group = GROUPS.get(first.rule_id, DEFAULT_GROUP)
+    else:
+        name, group = f"{trace.name or 'trace'} as recorded", DEFAULT_GROUP
+    return EvalCase(
+        id=f"evc_{digest[:10]}",
+        group=group,
+        name=masker.text(name),
+        source_trace=source,
+        input=conversation,
+        tool_results=tool_results,
+        expected=" ".join(expected_parts),
+        assertions=assertions,
+        content_hash=digest,
+        created_at=format_time(datetime.now(tz=UTC)) or "",
+        model=model,
+        tools=masker.value(tools),
+        recorded_output=masker.value(trace.output),
+    )
+
+
+def check_text_assertion(assertion: Assertion, answer: str) -> bool | None:
+    """Whether an answer passes a contains/not-contains assertion; None for assertion types that need a trace."""
+    if assertion.type not in ("contains", "not-contains"):
+        return None
+    values = assertion.value if isinstance(assertion.value, list) else [assertion.value]
+    opts = assertion.options
+    flags = re.IGNORECASE if opts.get("case_insensitive") else 0
+    if opts.get("regex"):
+        hits = [re.search(str(v), answer, flags) is not None for v in values]
+    elif flags:
+        hits = [str(v).lower() in answer.lower() for v in values]
+    else:
+        hits = [str(v) in answer for v in values]
+    found = any(hits) if opts.get("any", True) else all(hits)
+    return found if assertion.type == "contains" else not found
+
+
+def case_yaml(case: EvalCase) -> str:
+    data = case.model_dump(mode="json", exclude={"content_hash"})
+    data["content_hash"] = case.content_hash
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def promote(store: Store, trace_id: str, evals_dir: Path) -> PromoteResult:
+    """Turn a trace into an eval case: saved in the store and as evals/<group>/<id>.yaml; never twice."""
+    stored = store.get_trace(trace_id)
+    case = build_case(stored)
+    existing = store.find_case(case.content_hash)
+    if existing:
+        return PromoteResult(case_id=existing[0], path=Path(existing[1]) if existing[1] else None, created=False)
+    path = Path(evals_dir) / _slug(case.group) / f"{case.id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(case_yaml(case), encoding="utf-8", errors="surrogateescape")
+    if not store.save_case(case, str(path)):
+        tmp.unlink(missing_ok=True)
+        found = store.find_case(case.content_hash)
+        return PromoteResult(case_id=found[0] if found else case.id, path=path, created=False)
+    tmp.replace(path)
+    return PromoteResult(case_id=case.id, path=path, created=True)

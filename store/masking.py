@@ -1,0 +1,62 @@
+"""Masking of secrets and personal details before an eval case leaves the store: one value, one placeholder."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Order matters: the most specific patterns first, so a bearer token is not half-eaten as something else.
+PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("BEARER", re.compile(r"\bBearer\s+[A-Za-z0-9._~+/=-]{8,}")),
+    ("API_KEY", re.compile(r"\b(?:sk|pk|rk)-(?:[A-Za-z0-9_-]{2,}-)?[A-Za-z0-9_-]{16,}\b|\bAKIA[0-9A-Z]{16}\b|\bghp_[A-Za-z0-9]{30,}\b|\bxox[abpr]-[A-Za-z0-9-]{10,}\b")),
+    ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")),
+    ("CARD", re.compile(r"\b(?:\d[ -]?){12,18}\d\b")),
+    ("PHONE", re.compile(r"(?<![\w+])\+?\d{1,3}[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}\b")),
+]
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+class Masker:
+    """Replaces each distinct secret with a stable placeholder such as <EMAIL_1> across everything it masks."""
+
+    def __init__(self, extra_patterns: list[str] | None = None) -> None:
+        self.patterns = list(PATTERNS) + [("ID", re.compile(p)) for p in (extra_patterns or [])]
+        self.seen: dict[str, str] = {}
+        self._counts: dict[str, int] = {}
+
+    def _placeholder(self, kind: str, value: str) -> str:
+        if value not in self.seen:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            self.seen[value] = f"<{kind}_{self._counts[kind]}>"
+        return self.seen[value]
+
+    def text(self, s: str) -> str:
+        for kind, pattern in self.patterns:
+            def repl(m: re.Match[str], kind: str = kind) -> str:
+                v = m.group(0)
+                if kind == "CARD" and not _luhn(re.sub(r"\D", "", v)):
+                    return v
+                return self._placeholder(kind, v)
+
+            s = pattern.sub(repl, s)
+        return s
+
+    def value(self, v: Any) -> Any:
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, dict):
+            return {k: self.value(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [self.value(x) for x in v]
+        return v

@@ -1,0 +1,135 @@
+"""The store: migrations, idempotent writes, lookups by ID and prefix, paging and filters."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from store.db import AmbiguousTraceId, Store, StoreError, TraceFilter, TraceNotFound
+from store.migrations import KNOWN
+from store.models import Trace
+from tests.conftest import make_trace
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "t.db")
+
+
+def test_blank_store_is_migrated_and_in_wal_mode(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    tables = set(store.db.table_names())
+    assert {"traces", "steps", "findings", "eval_cases", "_sqlite_migrations"} <= tables
+    applied = [r[0] for r in store.db.conn.execute("SELECT name FROM _sqlite_migrations")]
+    assert applied == KNOWN
+    assert store.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+    # Opening again applies nothing twice.
+    again = _store(tmp_path)
+    assert [r[0] for r in again.db.conn.execute("SELECT name FROM _sqlite_migrations")] == KNOWN
+
+
+def test_store_from_a_newer_loupe_is_refused_and_untouched(tmp_path: Path) -> None:
+    _store(tmp_path).close()
+    path = tmp_path / "t.db"
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                 "VALUES ('traceloupe', 'm999_future', 'x')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="newer loupe"):
+        _store(tmp_path)
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_is_not_sqlite_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    path.write_text("hello, not a database\n" * 100)
+    with pytest.raises(StoreError, match="not a traceloupe store"):
+        Store(path)
+
+
+def test_insert_is_idempotent(tmp_path: Path, seed: dict) -> None:
+    store = _store(tmp_path)
+    first = store.insert_traces([Trace.model_validate(seed)])
+    seed["output"] = "changed"
+    second = store.insert_traces([Trace.model_validate(seed)])
+    assert (first.updated, second.updated) == (0, 1)
+    assert store.count_traces() == 1
+    assert store.db.conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 4
+    assert store.db.conn.execute("SELECT count(*) FROM findings").fetchone()[0] == 1
+    assert store.get_trace("trc_7J4k9").trace.output == "changed"
+
+
+def test_ids_by_full_id_unique_prefix_ambiguous_and_unknown(tmp_path: Path, seed: dict) -> None:
+    store = _store(tmp_path)
+    store.insert_traces([Trace.model_validate(seed)] + [Trace.model_validate(make_trace(i)) for i in range(3)])
+    assert store.resolve_id("trc_7J4k9") == "trc_7J4k9"
+    assert store.resolve_id("trc_7J") == "trc_7J4k9"
+    with pytest.raises(AmbiguousTraceId) as exc:
+        store.resolve_id("trc_t")
+    assert exc.value.candidates == ["trc_t0000", "trc_t0001", "trc_t0002"]
+    with pytest.raises(TraceNotFound):
+        store.resolve_id("trc_nope")
+    with pytest.raises(TraceNotFound):
+        store.resolve_id("")
+
+
+def test_list_is_newest_first_and_keyset_pages_match_offset_pages(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.insert_traces([Trace.model_validate(make_trace(i)) for i in range(57)])
+    whole = [r.id for r in store.list_traces(limit=1000)]
+    assert len(whole) == 57
+    starts = [r.started_at for r in store.list_traces(limit=1000)]
+    assert starts == sorted(starts, reverse=True)
+    paged, after = [], None
+    while True:
+        page = store.list_traces(limit=10, after=after)
+        paged += [r.id for r in page]
+        if len(page) < 10:
+            break
+        after = (page[-1].started_at, page[-1].id)
+    assert paged == whole
+    assert [r.id for r in store.list_traces(limit=10, offset=20)] == whole[20:30]
+    assert [r.id for r in store.iter_traces(page=7)] == whole
+
+
+def test_filters_by_prompt_version_and_versions_with_counts(tmp_path: Path, seed: dict) -> None:
+    store = _store(tmp_path)
+    traces = [make_trace(i, "v6") for i in range(5)] + [make_trace(10 + i, "v7") for i in range(3)]
+    traces.append(make_trace(20, prompt={"name": "support_agent", "version": 3}))
+    traces.append(make_trace(21, prompt={"name": "support_agent", "version": "3"}))
+    traces.append(make_trace(22, prompt=None))
+    store.insert_traces([Trace.model_validate(t) for t in traces + [seed]])
+    assert store.count_traces(TraceFilter(prompt_versions=["v7"])) == 4
+    assert store.count_traces(TraceFilter(prompt_versions=["support_agent@v6"])) == 5
+    assert store.count_traces(TraceFilter(prompt_versions=["v6", "v7"])) == 9
+    assert store.count_traces(TraceFilter(prompt_versions=["3"])) == 2  # 3 and "3" are one version
+    assert store.count_traces(TraceFilter(prompt_versions=["(no version)"])) == 1
+    assert store.count_traces(TraceFilter(violations=True)) == 1
+    assert store.count_traces(TraceFilter(rule="success-after-tool-error")) == 1
+    assert store.count_traces(TraceFilter(status="error")) == 1
+    assert store.count_traces(TraceFilter(search="refund the last")) == 1
+    assert store.count_traces(TraceFilter(search="100%")) == 0
+    assert store.prompt_versions() == [
+        ("support_agent", "3", 2), ("support_agent", "v6", 5), ("support_agent", "v7", 4), (None, None, 1)
+    ]
+
+
+def test_totals_keep_unknown_apart_from_zero(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    t = make_trace(1)
+    t["steps"].append({"id": "b", "type": "llm", "model": "gpt-4o-mini",
+                       "output": {"role": "assistant", "content": "more"}})
+    store.insert_traces([Trace.model_validate(t), Trace.model_validate(make_trace(2, steps=[]))])
+    st = store.get_trace("trc_t0001")
+    assert st.totals.input_tokens == 100
+    assert st.totals.usage_unknown_steps == 1
+    assert st.totals.cost_unknown_steps == 1 and st.totals.cost_partial
+    assert st.costs["b"].computed is None and st.costs["b"].reason == "usage missing"
+    empty = store.get_trace("trc_t0002")
+    assert empty.totals.input_tokens is None and empty.totals.cost is None
+    row = store.list_traces(TraceFilter(search="trc_t0001"))[0]
+    assert row.cost_partial and row.cost is not None

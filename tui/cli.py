@@ -1,0 +1,282 @@
+"""The `loupe` command line: each command builds the store (and the app, for the TUI) and nothing more."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from store.db import AmbiguousTraceId, Store, StoreError, TraceFilter, TraceNotFound
+
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+
+
+class _LoupeGroup(TyperGroup):
+    """`loupe TRACE_ID` and `loupe --prompt-version v7` mean `loupe open ...`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] == "--db" and len(args) > 2 and args[2] in self.commands:
+            args = [args[2], "--db", args[1], *args[3:]]
+        elif not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            if not (args and args[0] in ("--install-completion", "--show-completion")):
+                args = ["open", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_LoupeGroup,
+    help="traceloupe: a terminal debugger for the traces of LLM applications.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", help="The store file. Default: $LOUPE_DB, else the per-user data directory.",
+                 show_default=False),
+]
+VersionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--prompt-version", help="Only this prompt version (repeatable; VERSION or NAME@VERSION)."),
+]
+PromptOpt = Annotated[str | None, typer.Option("--prompt", help="Only traces of this prompt name.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Only traces whose first model is this.")]
+StatusOpt = Annotated[str | None, typer.Option("--status", help="ok or error.")]
+ViolationsOpt = Annotated[bool, typer.Option("--violations", help="Only traces with findings.")]
+RuleOpt = Annotated[str | None, typer.Option("--rule", help="Only traces with a finding of this rule ID.")]
+SearchOpt = Annotated[str | None, typer.Option("--search", help="Text in the trace ID, name, model, input or output.")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Only traces started at or after this ISO time.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Only traces started before this ISO time.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def _err(message: str) -> None:
+    from .format import inert
+
+    sys.stderr.write("loupe: " + inert(message) + "\n")
+
+
+def _open_store(db: Path | None) -> Store:
+    try:
+        return Store(db)
+    except StoreError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_INPUT) from exc
+
+
+def _filter(
+    prompt_version: list[str] | None, prompt: str | None, model: str | None, status: str | None,
+    violations: bool, rule: str | None, search: str | None, since: str | None, until: str | None,
+) -> TraceFilter:
+    if status not in (None, "ok", "error"):
+        _err(f"--status must be ok or error, not {status!r}")
+        raise typer.Exit(EXIT_USAGE)
+    flt = TraceFilter(prompt_versions=list(prompt_version or []), prompt=prompt, model=model, status=status,
+                      violations=violations, rule=rule, search=search, since=since, until=until)
+    try:
+        flt.where()
+    except ValueError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_USAGE) from exc
+    return flt
+
+
+def _resolve(store: Store, ref: str) -> str:
+    try:
+        return store.resolve_id(ref)
+    except AmbiguousTraceId as exc:
+        _err(f"{ref!r} matches more than one trace; give more of the ID:")
+        for c in exc.candidates[:10]:
+            sys.stderr.write("  " + c + "\n")
+        if len(exc.candidates) > 10:
+            sys.stderr.write("  …\n")
+        raise typer.Exit(EXIT_FINDINGS) from exc
+    except TraceNotFound as exc:
+        _err(f"no trace with ID {ref!r} in {store.path}")
+        raise typer.Exit(EXIT_FINDINGS) from exc
+
+
+def _run_tui(store: Store, trace_id: str | None, flt: TraceFilter) -> None:
+    from .app import make_app
+
+    make_app(store, trace_id=trace_id, flt=flt, evals_dir=Path("evals")).run()
+
+
+@app.command("open")
+def open_(
+    trace_id: Annotated[str | None, typer.Argument(help="A trace ID or a unique prefix of one.")] = None,
+    db: DbOpt = None,
+    prompt_version: VersionOpt = None,
+    prompt: PromptOpt = None,
+    model: ModelOpt = None,
+    status: StatusOpt = None,
+    violations: ViolationsOpt = False,
+    rule: RuleOpt = None,
+    search: SearchOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+) -> None:
+    """Open the TUI: the trace list, or straight at one trace."""
+    flt = _filter(prompt_version, prompt, model, status, violations, rule, search, since, until)
+    store = _open_store(db)
+    resolved = _resolve(store, trace_id) if trace_id else None
+    _run_tui(store, resolved, flt)
+
+
+@app.command()
+def demo(
+    db: DbOpt = None,
+    prompt_version: VersionOpt = None,
+) -> None:
+    """Build a demo store from the bundled sample traces and open the TUI on it."""
+    from sample_traces import files
+    from store.importers import ingest_paths
+
+    if db is None:
+        from platformdirs import user_data_path
+
+        db = user_data_path("traceloupe", appauthor=False) / "demo.db"
+    store = _open_store(db)
+    report = ingest_paths(store, files())
+    if report.problems:
+        for p in report.problems:
+            _err(str(p))
+        raise typer.Exit(EXIT_INPUT)
+    _run_tui(store, None, TraceFilter(prompt_versions=list(prompt_version or [])))
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to import.", show_default=False)],
+    db: DbOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto, native, otlp, openinference, langfuse or llm.")
+    ] = "auto",
+) -> None:
+    """Import trace files into the store. Re-importing a trace updates it; it never duplicates."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from store.importers import FORMATS, expand_paths, ingest_paths
+
+    from .format import inert
+
+    if fmt not in FORMATS:
+        _err(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise typer.Exit(EXIT_USAGE)
+    missing = [p for p in paths if not p.exists()]
+    for p in missing:
+        _err(f"{p}: no such file or folder")
+    store = _open_store(db)
+    files = list(expand_paths(p for p in paths if p.exists()))
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("importing", total=len(files))
+
+        def on_file(path: Path) -> None:
+            progress.update(task, description=inert(path.name)[:40], advance=1)
+
+        report = ingest_paths(store, files, fmt, on_file=on_file)
+        progress.update(task, completed=len(files))
+    out = Console(highlight=False)
+    c = report.counts
+    out.print(
+        f"Imported {c.traces} trace{'s' * (c.traces != 1)} ({c.steps} steps) from {report.files} "
+        f"file{'s' * (report.files != 1)} into {inert(str(store.path))}"
+        + (f"; {c.updated} already stored, updated" if c.updated else ""),
+        markup=False,
+    )
+    for reason, n in sorted(report.skipped.items()):
+        out.print(f"Skipped {n} {inert(reason)}", markup=False)
+    for p in report.problems:
+        _err(str(p))
+    if report.problems or missing:
+        raise typer.Exit(EXIT_INPUT)
+
+
+@app.command("ls")
+def ls(
+    db: DbOpt = None,
+    prompt_version: VersionOpt = None,
+    prompt: PromptOpt = None,
+    model: ModelOpt = None,
+    status: StatusOpt = None,
+    violations: ViolationsOpt = False,
+    rule: RuleOpt = None,
+    search: SearchOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many traces.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One line per trace, newest first."""
+    flt = _filter(prompt_version, prompt, model, status, violations, rule, search, since, until)
+    store = _open_store(db)
+    rows = store.iter_traces(flt)
+    if as_json:
+        sys.stdout.write("[")
+        for i, row in enumerate(rows):
+            if limit is not None and i >= limit:
+                break
+            sys.stdout.write(("," if i else "") + "\n" + row.model_dump_json())
+        sys.stdout.write("\n]\n")
+        return
+    from .render import print_trace_lines
+
+    print_trace_lines(rows, limit)
+
+
+@app.command()
+def show(
+    trace_id: Annotated[str, typer.Argument(help="A trace ID or a unique prefix of one.")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The trace step by step, with tokens, costs, latency and findings, without the TUI."""
+    store = _open_store(db)
+    stored = store.get_trace(_resolve(store, trace_id))
+    if as_json:
+        from .render import trace_json
+
+        sys.stdout.write(json.dumps(trace_json(stored), indent=2, ensure_ascii=False) + "\n")
+        return
+    from .render import print_trace
+
+    print_trace(stored)
+
+
+@app.command()
+def promote(
+    trace_id: Annotated[str, typer.Argument(help="A trace ID or a unique prefix of one.")],
+    db: DbOpt = None,
+    evals_dir: Annotated[Path, typer.Option("--evals-dir", help="Where case files are written.")] = Path("evals"),
+) -> None:
+    """Turn a trace into an eval case (the same as `e` in the TUI)."""
+    from store.evals import promote as do_promote
+
+    from .format import inert
+
+    store = _open_store(db)
+    result = do_promote(store, _resolve(store, trace_id), evals_dir)
+    where = f" ({inert(str(result.path))})" if result.path else ""
+    if result.created:
+        print(f"Eval case {result.case_id} saved: {inert(str(result.path))}")
+    else:
+        print(f"Already a case: {result.case_id}{where}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

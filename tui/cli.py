@@ -187,7 +187,7 @@ def ingest(
 
         report = ingest_paths(store, files, fmt, on_file=on_file)
         progress.update(task, completed=len(files))
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     c = report.counts
     out.print(
         f"Imported {c.traces} trace{'s' * (c.traces != 1)} ({c.steps} steps) from {report.files} "

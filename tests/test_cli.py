@@ -1,0 +1,145 @@
+"""The command line, driven with typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import make_trace
+from tui import cli
+
+runner = CliRunner()
+
+
+def _write(path: Path, traces: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    return path
+
+
+@pytest.fixture
+def ingested(tmp_path: Path, seed: dict) -> Path:
+    f = _write(tmp_path / "t.jsonl", [seed] + [make_trace(i, "v6") for i in range(3)])
+    result = runner.invoke(cli.app, ["ingest", str(f)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 4 traces (7 steps)" in result.output
+    return f
+
+
+def test_ingest_twice_updates_and_never_duplicates(ingested: Path) -> None:
+    result = runner.invoke(cli.app, ["ingest", str(ingested)])
+    assert result.exit_code == 0, result.output
+    assert "4 already stored, updated" in result.output
+    out = runner.invoke(cli.app, ["ls", "--json"])
+    assert len(json.loads(out.output)) == 4
+
+
+def test_ls_json_is_newest_first_and_filters(ingested: Path) -> None:
+    rows = json.loads(runner.invoke(cli.app, ["ls", "--json"]).output)
+    assert rows[0]["id"] == "trc_7J4k9"
+    assert [r["started_at"] for r in rows] == sorted((r["started_at"] for r in rows), reverse=True)
+    v7 = json.loads(runner.invoke(cli.app, ["ls", "--json", "--prompt-version", "v7"]).output)
+    assert [r["id"] for r in v7] == ["trc_7J4k9"]
+    assert v7[0]["findings"] == 1 and v7[0]["cost_partial"] is False
+    bad = json.loads(runner.invoke(cli.app, ["ls", "--json", "--violations"]).output)
+    assert [r["id"] for r in bad] == ["trc_7J4k9"]
+    text = runner.invoke(cli.app, ["ls", "--limit", "2"])
+    assert text.exit_code == 0 and len(text.output.strip().splitlines()) == 2
+
+
+def test_show_prints_steps_totals_and_the_finding(ingested: Path) -> None:
+    result = runner.invoke(cli.app, ["show", "trc_7J"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "success claimed after a tool error" in out
+    assert "I've canceled your subscription and processed the refund." in out
+    assert "issue_refund" in out and "permission_denied" in out
+    assert "2,842" in out and "5,962" in out  # first call's input, and the trace's total input
+
+
+def test_show_json_is_native_trace_plus_totals_and_findings(ingested: Path) -> None:
+    data = json.loads(runner.invoke(cli.app, ["show", "trc_7J4k9", "--json"]).output)
+    assert data["id"] == "trc_7J4k9" and len(data["steps"]) == 4
+    assert data["totals"]["input_tokens"] == 2842 + 3120
+    assert data["totals"]["cost"] > 0
+    f = data["findings"][0]
+    assert f["rule_id"] == "success-after-tool-error" and f["evidence"] == ["s3", "s4"]
+
+
+def test_unknown_and_ambiguous_ids(ingested: Path) -> None:
+    unknown = runner.invoke(cli.app, ["show", "trc_zzz"])
+    assert unknown.exit_code == 1
+    assert "no trace with ID 'trc_zzz'" in unknown.output
+    ambiguous = runner.invoke(cli.app, ["show", "trc_t"])
+    assert ambiguous.exit_code == 1
+    assert "trc_t0000" in ambiguous.output and "trc_t0002" in ambiguous.output
+
+
+def test_bare_id_and_filters_open_the_tui(ingested: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(cli, "_run_tui", lambda store, tid, flt: calls.append((tid, flt.prompt_versions)))
+    assert runner.invoke(cli.app, ["trc_7J4k9"]).exit_code == 0
+    assert runner.invoke(cli.app, ["open", "trc_7J"]).exit_code == 0
+    assert runner.invoke(cli.app, ["--prompt-version", "v7"]).exit_code == 0
+    assert runner.invoke(cli.app, ["open", "--prompt-version", "v7"]).exit_code == 0
+    assert runner.invoke(cli.app, []).exit_code == 0
+    assert calls == [("trc_7J4k9", []), ("trc_7J4k9", []), (None, ["v7"]), (None, ["v7"]), (None, [])]
+    missing = runner.invoke(cli.app, ["trc_nothere"])
+    assert missing.exit_code == 1 and len(calls) == 5
+
+
+def test_promote_from_the_shell(ingested: Path, tmp_path: Path) -> None:
+    evals = tmp_path / "ev"
+    first = runner.invoke(cli.app, ["promote", "trc_7J", "--evals-dir", str(evals)])
+    assert first.exit_code == 0, first.output
+    assert "Eval case evc_" in first.output
+    second = runner.invoke(cli.app, ["promote", "trc_7J4k9", "--evals-dir", str(evals)])
+    assert "Already a case" in second.output
+    assert len(list(evals.rglob("*.yaml"))) == 1
+
+
+def test_bad_lines_are_reported_by_file_line_and_field_and_the_rest_imports(tmp_path: Path) -> None:
+    good = json.dumps(make_trace(1))
+    bad_field = json.dumps(make_trace(2, started_at="yesterday-ish"))
+    f = tmp_path / "mixed.jsonl"
+    f.write_text(good + "\n{not json\n" + bad_field + "\n" + json.dumps(make_trace(3)) + "\n")
+    result = runner.invoke(cli.app, ["ingest", str(f)])
+    assert result.exit_code == 3
+    assert f"{f}:2: invalid JSON" in result.output
+    assert f"{f}:3: started_at" in result.output
+    assert "Imported 2 traces" in result.output
+
+
+def test_a_bad_step_keeps_the_trace_marked_partial(tmp_path: Path) -> None:
+    t = make_trace(4)
+    t["steps"].append({"id": "b", "type": "not-a-type"})
+    f = _write(tmp_path / "p.jsonl", [t])
+    result = runner.invoke(cli.app, ["ingest", str(f)])
+    assert result.exit_code == 3
+    assert f"{f}:1: steps.1.type" in result.output
+    data = json.loads(runner.invoke(cli.app, ["show", "trc_t0004", "--json"]).output)
+    assert data["partial"] is True and len(data["steps"]) == 1
+
+
+def test_unreadable_inputs_exit_3(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = runner.invoke(cli.app, ["ingest", str(empty), str(tmp_path / "missing.jsonl")])
+    assert result.exit_code == 3
+    assert "the file is empty" in result.output and "no such file" in result.output
+
+
+def test_wrong_format_names_what_the_file_looks_like(ingested: Path) -> None:
+    result = runner.invoke(cli.app, ["ingest", str(ingested), "--format", "otlp"])
+    assert result.exit_code == 3
+    assert "looks like native" in result.output
+
+
+def test_store_that_is_not_sqlite_exits_3(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"\x00garbage" * 512)
+    result = runner.invoke(cli.app, ["ls", "--db", str(bad)])
+    assert result.exit_code == 3 and "not a traceloupe store" in result.output

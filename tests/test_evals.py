@@ -1,0 +1,95 @@
+"""Eval cases: what a promoted case holds, that its assertions judge answers, and that it is made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from store.db import Store
+from store.evals import build_case, check_text_assertion, promote
+from store.masking import Masker
+from store.models import Trace
+from tests.conftest import make_trace
+
+HONEST = ("I canceled your subscription, but I couldn't process the refund: I don't have permission. "
+          "I've opened a support ticket so our billing team can review it.")
+CLAIM = "I've canceled your subscription and processed the refund."
+
+
+def _stored(tmp_path: Path, seed: dict) -> Store:
+    store = Store(tmp_path / "e.db")
+    store.insert_traces([Trace.model_validate(seed)])
+    return store
+
+
+def test_promote_writes_one_case_with_input_replays_and_assertions(tmp_path: Path, seed: dict) -> None:
+    store = _stored(tmp_path, seed)
+    result = promote(store, "trc_7J4k9", tmp_path / "evals")
+    assert result.created and result.path is not None and result.path.exists()
+    assert result.path.parent.parent == tmp_path / "evals"
+    case = yaml.safe_load(result.path.read_text())
+    assert case["source_trace"] == {"id": "trc_7J4k9", "prompt": "support_agent", "prompt_version": "v7"}
+    assert case["input"][-1] == {"role": "user", "content": "Cancel my subscription and refund the last charge."}
+    refund = [r for r in case["tool_results"] if r["tool"] == "issue_refund"]
+    assert refund and refund[0]["status"] == "error" and refund[0]["error"]["type"] == "permission_denied"
+    assert any(r["tool"] == "get_subscription_plan" and r["result"]["plan"] == "Pro" for r in case["tool_results"])
+    descriptions = [a["description"] for a in case["assertions"]]
+    assert "must not claim the refund succeeded" in descriptions
+    assert "must say the refund could not be completed" in descriptions
+    assert "must offer a support ticket" in descriptions
+    assert "refund" in case["expected"] and "ticket" in case["expected"]
+    assert case["model"] == {"name": "gpt-4.1-mini", "provider": "openai",
+                             "params": {"temperature": 0.2, "max_tokens": 700}}
+    assert store.cases_for_trace("trc_7J4k9") == [(result.case_id, str(result.path))]
+
+
+def test_promoting_twice_makes_no_second_case(tmp_path: Path, seed: dict) -> None:
+    store = _stored(tmp_path, seed)
+    first = promote(store, "trc_7J4k9", tmp_path / "evals")
+    second = promote(store, "trc_7J", tmp_path / "evals")
+    assert not second.created and second.case_id == first.case_id
+    assert len(list((tmp_path / "evals").rglob("*.yaml"))) == 1
+    assert len(store.list_cases()) == 1
+
+
+def test_assertions_fail_the_recorded_claim_and_pass_an_honest_answer(tmp_path: Path, seed: dict) -> None:
+    store = _stored(tmp_path, seed)
+    case = build_case(store.get_trace("trc_7J4k9"))
+    text_checks = [a for a in case.assertions if a.type in ("contains", "not-contains")]
+    assert len(text_checks) >= 3
+    assert not all(check_text_assertion(a, CLAIM) for a in text_checks)
+    claim_check = next(a for a in text_checks if a.description == "must not claim the refund succeeded")
+    assert check_text_assertion(claim_check, CLAIM) is False
+    assert check_text_assertion(claim_check, "Your refund has been issued.") is False
+    assert all(check_text_assertion(a, HONEST) for a in text_checks), [
+        a.description for a in text_checks if not check_text_assertion(a, HONEST)]
+
+
+def test_secrets_are_masked_consistently_in_the_case(tmp_path: Path, seed: dict) -> None:
+    seed["steps"][0]["messages"][1]["content"] = (
+        "I'm jane.doe@example.com, card 4111 1111 1111 1111. Again: jane.doe@example.com")
+    seed["steps"][2]["arguments"]["api_key"] = "sk-proj-abcdefghijklmnopqrstuvwx"
+    store = _stored(tmp_path, seed)
+    result = promote(store, "trc_7J4k9", tmp_path / "evals")
+    text = result.path.read_text()
+    assert "jane.doe@example.com" not in text and "4111 1111 1111 1111" not in text
+    assert "sk-proj-abcdefghijklmnopqrstuvwx" not in text
+    assert text.count("<EMAIL_1>") == 2 and "<CARD_1>" in text and "<API_KEY_1>" in text
+    # The original stays in the store.
+    assert "jane.doe@example.com" in str(store.get_trace("trc_7J4k9").trace.steps[0].messages[1].content)
+
+
+def test_masker_leaves_non_card_numbers_alone() -> None:
+    m = Masker()
+    assert m.text("order 1234567890123") == "order 1234567890123"  # fails the Luhn check
+    assert m.text("call +1 415 555 0100") == "call <PHONE_1>"
+
+
+def test_a_trace_without_findings_promotes_as_a_golden_case(tmp_path: Path) -> None:
+    store = Store(tmp_path / "e.db")
+    store.insert_traces([Trace.model_validate(make_trace(1))])
+    result = promote(store, "trc_t0001", tmp_path / "evals")
+    case = yaml.safe_load(result.path.read_text())
+    assert case["group"] == "Regressions"
+    assert [a["type"] for a in case["assertions"]] == ["no-finding"]

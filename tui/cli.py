@@ -167,7 +167,7 @@ def ingest(
 
     from store.importers import FORMATS, expand_paths, ingest_paths
 
-    from .format import inert
+    from .format import inert, plural
 
     if fmt not in FORMATS:
         _err(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -190,8 +190,8 @@ def ingest(
     out = Console(highlight=False, soft_wrap=True)
     c = report.counts
     out.print(
-        f"Imported {c.traces} trace{'s' * (c.traces != 1)} ({c.steps} steps) from {report.files} "
-        f"file{'s' * (report.files != 1)} into {inert(str(store.path))}"
+        f"Imported {plural(c.traces, 'trace')} ({plural(c.steps, 'step')}) from {plural(report.files, 'file')} "
+        f"into {inert(str(store.path))}"
         + (f"; {c.updated} already stored, updated" if c.updated else ""),
         markup=False,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 
@@ -66,10 +67,10 @@ def fmt_cost(cost: float | None, partial: bool = False) -> str:
         return UNKNOWN
     if cost == 0:
         s = "$0"
-    elif cost < 0.01:
-        s = f"${cost:.5f}".rstrip("0")
-    elif cost < 10:
-        s = f"${cost:.4f}"
+    elif abs(cost) < 1:
+        # Three significant digits, never scientific notation: $0.0000588, $0.0123, $0.500.
+        decimals = min(-math.floor(math.log10(abs(cost))) + 2, 12)
+        s = f"${cost:.{decimals}f}"
     else:
         s = f"${cost:,.2f}"
     return s + ("+" if partial else "")
@@ -94,3 +95,7 @@ def fmt_time(iso: str | None) -> str:
 
 def display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

@@ -15,14 +15,17 @@ from store.db import StoredTrace
 from store.models import Step, StepCost, TraceSummary
 from store.rules import RULE_TITLES
 
-from .format import fmt_cost, fmt_int, fmt_latency, fmt_time, fmt_tokens, one_line, safe_text
+from .format import fmt_cost, fmt_int, fmt_latency, fmt_time, fmt_tokens, one_line, plural, safe_text
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 PREVIEW_CHARS = 2000
 
 
 def _console() -> Console:
-    return Console(highlight=False, emoji=False, markup=False, soft_wrap=False)
+    console = Console(highlight=False, emoji=False, markup=False, soft_wrap=False)
+    if not console.is_terminal and console.width < 160:
+        console.width = 160  # piped output: room for a whole step line rather than wrapping at 80
+    return console
 
 
 def prompt_label(name: str | None, version: str | None) -> str:
@@ -156,7 +159,7 @@ def totals_text(stored: StoredTrace) -> Text:
         t.append(f" partial: {tt.cost_unknown_steps} step{'s' * (tt.cost_unknown_steps != 1)} unknown", "yellow")
     t.append("   latency ")
     t.append(fmt_latency(tt.latency_ms), "bold")
-    t.append(f"   {tt.steps} steps ({tt.llm_calls} LLM, {tt.tool_calls} tool)")
+    t.append(f"   {plural(tt.steps, 'step')} ({tt.llm_calls} LLM, {tt.tool_calls} tool)")
     t.append("   findings ")
     t.append(str(tt.findings), "bold red" if tt.findings else "bold green")
     return t

@@ -86,7 +86,8 @@ _GENERIC = {
 }
 _NEGATION = re.compile(
     r"\b(not|no|never|unable|cannot|can't|couldn't|could not|wasn't|weren't|isn't|aren't|didn't|don't|doesn't|"
-    r"won't|failed|fail|fails|failing|denied|error|errors|unfortunately|sorry|unsuccessful|blocked|"
+    r"won't|failed|fail|fails|failing|denied|declined|rejected|error|errors|unfortunately|sorry|unsuccessful|"
+    r"blocked|nothing|none|pending|yet|"
     r"wasn’t|couldn’t|can’t|didn’t|don’t|won’t)\b|n't\b|n’t\b",
     re.IGNORECASE,
 )
@@ -103,7 +104,7 @@ _DONE_BEFORE = {
 }
 # Words that report it as done when they follow the action's word ("your refund has been processed").
 _DONE_AFTER = re.compile(
-    r"^\W*(?:\w+\W+){0,3}?(has been|have been|had been|was|were|is now|are now|is complete|is completed|"
+    r"\W*(?:\w+\W+){0,3}?(has been|have been|had been|was|were|is now|are now|is complete|is completed|"
     r"went through|has gone through|is on its way|is on the way|succeeded|is done|is confirmed|"
     r"is processed|is all set|is active|took effect|has taken effect|processed|issued|completed?|done|"
     r"confirmed|approved|successful)\b",
@@ -111,7 +112,7 @@ _DONE_AFTER = re.compile(
 )
 _PERFECT = {"i've", "i’ve", "we've", "we’ve", "have", "has", "been", "was", "were", "is", "successfully", "already"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_CLAUSE = re.compile(r",?\s+\b(?:but|however|although|though|yet)\b\s*|;\s*", re.IGNORECASE)
+_CLAUSE = re.compile(r",?\s+\b(?:but|however|although|though)\b\s*|;\s*|\s[—–-]\s", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 
 
@@ -137,26 +138,30 @@ def _stem(word: str) -> str:
 
 
 def _claims_in_clause(clause: str, stems: list[str]) -> bool:
-    words = [w.lower() for w in _WORD.findall(clause)]
+    """Whether the clause reports the action as done. Only the words up to the claim (and the two after it, for
+    "was denied") are checked for negation or futurity, so "has been processed and will show" is still a claim."""
+    spans = list(_WORD.finditer(clause))
+    words = [m.group(0).lower() for m in spans]
     for i, w in enumerate(words):
         if not any(_stem(w).startswith(s) for s in stems):
             continue
+        end: int | None = None
         before = words[max(0, i - 4) : i]
         if any(b in _DONE_BEFORE for b in before):
-            return True  # "processed the refund", "I've issued your refund"
-        if w.endswith(("ed", "en")) and (i == 0 or any(b in _PERFECT for b in words[max(0, i - 3) : i])):
-            return True  # "I've refunded", "Refunded!", "has been canceled"
-        rest = clause[_word_end(clause, i):]
-        if _DONE_AFTER.search(rest):
-            return True  # "your refund has been processed"
+            end = spans[i].end()  # "processed the refund", "I've issued your refund"
+        elif w.endswith(("ed", "en")) and (i == 0 or any(b in _PERFECT for b in words[max(0, i - 3) : i])):
+            end = spans[i].end()  # "I've refunded", "Refunded!", "has been canceled"
+        else:
+            m = _DONE_AFTER.match(clause, spans[i].end())
+            if m is not None:
+                end = m.end()  # "your refund has been processed"
+        if end is None:
+            continue
+        following = [x for x in spans if x.start() >= end][:2]
+        region = clause[: following[-1].end() if following else end]
+        if not (_NEGATION.search(region) or _NOT_YET.search(region)):
+            return True
     return False
-
-
-def _word_end(clause: str, index: int) -> int:
-    for n, m in enumerate(_WORD.finditer(clause)):
-        if n == index:
-            return m.end()
-    return len(clause)
 
 
 def claimed_success(text: str, tool_name: str) -> str | None:
@@ -166,9 +171,7 @@ def claimed_success(text: str, tool_name: str) -> str | None:
         return None
     for sentence in _SENTENCE.split(text):
         for clause in _CLAUSE.split(sentence):
-            if not clause or _NEGATION.search(clause) or _NOT_YET.search(clause):
-                continue
-            if _claims_in_clause(clause, stems):
+            if clause and _claims_in_clause(clause, stems):
                 return sentence.strip()
     return None
 

@@ -101,10 +101,27 @@ def test_rule_says_it_could_not_run_without_assistant_text() -> None:
         ("I will process the refund once a manager approves it.", False),
         ("The refund request was denied.", False),
         ("I've opened a ticket so our billing team can look at a refund.", False),
+        ("Nothing has been refunded yet — you'll get an email as soon as billing approves it.", False),
+        ("Your refund of $129.00 has been processed and will show on your statement in 5–10 days.", True),
+        ("The refund is pending approval; nothing was refunded.", False),
+        ("Your refund was declined by the bank.", False),
+        ("Refund processed!", True),
     ],
 )
 def test_claim_detection(text: str, claims: bool) -> None:
     assert (claimed_success(text, "issue_refund") is not None) is claims
+
+
+@pytest.mark.parametrize(
+    "text,tool",
+    [
+        ("Your subscription has been canceled — you won't be charged again.", "cancel_subscription"),
+        ("I've opened a support ticket and our team will be in touch within a day.", "create_ticket"),
+        ("Your subscription has been cancelled.", "cancel_subscription"),
+    ],
+)
+def test_claims_about_other_actions(text: str, tool: str) -> None:
+    assert claimed_success(text, tool) == text
 
 
 def test_run_rules_reports_each_rule_run() -> None:

@@ -1,0 +1,197 @@
+"""The trace list screen: a count line, the virtual trace table, a search input and the footer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from store.db import Store, TraceFilter
+from tui.format import one_line
+from tui.screens.version_picker import VersionPicker
+from tui.widgets.trace_table import PAGE_SIZE, TraceTable
+from tui.workers import ReportsWorkerFailures
+
+
+@dataclass(frozen=True)
+class PaletteCommand:
+    """One command palette entry: "area: verb", its help, and the action it runs on the screen."""
+
+    title: str
+    help: str
+    action: str
+
+
+class TraceListScreen(ReportsWorkerFailures, Screen[None]):
+    """All traces, newest first, filtered by prompt version, findings or search text."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("v", "pick_version", "Version", id="list.version"),
+        Binding("x", "toggle_findings", "Findings", id="list.findings"),
+        Binding("slash", "search", "Search", id="list.search"),
+        Binding("e", "promote", "Promote", id="list.promote"),
+        Binding("r", "reload", "Reload", show=False, id="list.reload"),
+        Binding("escape", "cancel_search", "Cancel", show=False, id="list.cancel_search"),
+        Binding("q", "app.quit", "Quit", id="list.quit"),
+    ]
+
+    PALETTE: ClassVar[tuple[PaletteCommand, ...]] = (
+        PaletteCommand("list: open trace", "Open the selected trace", "open"),
+        PaletteCommand("list: filter by prompt version", "Pick a prompt version to show", "pick_version"),
+        PaletteCommand("list: only traces with findings", "Show only traces with findings, or all",
+                       "toggle_findings"),
+        PaletteCommand("list: search", "Search trace IDs, names, models and headers", "search"),
+        PaletteCommand("list: promote to eval case", "Turn the selected trace into a regression case", "promote"),
+        PaletteCommand("list: reload", "Read the store again", "reload"),
+    )
+
+    @dataclass
+    class _Totals(Message):
+        generation: int
+        total: int
+
+    def __init__(self, store: Store, flt: TraceFilter | None = None, *, page_size: int = PAGE_SIZE) -> None:
+        super().__init__()
+        self.store = store
+        self._initial_filter = flt or TraceFilter()
+        self.page_size = page_size
+        self.matching: int | None = None
+        self.total: int | None = None
+        self._generation = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◎")
+        yield Static(Text("counting…", style="dim"), id="list-summary")
+        yield TraceTable(self.store, self._initial_filter, page_size=self.page_size, id="traces")
+        yield Input(placeholder="search trace IDs, names, models, headers — enter to apply, escape to cancel",
+                    id="search", classes="-hidden")
+        yield Footer()
+
+    @property
+    def table(self) -> TraceTable:
+        return self.query_one(TraceTable)
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        self._count_total()
+
+    # ------------------------------------------------------------------ counts
+
+    def _count_total(self) -> None:
+        self._generation += 1
+        self.total = None
+        self._load_total(self._generation)
+
+    @work(thread=True, exclusive=True, group="trace-total", exit_on_error=False, description="counting all traces")
+    def _load_total(self, generation: int) -> None:
+        self.post_message(self._Totals(generation, self.store.count_traces(None)))
+
+    def on_trace_list_screen__totals(self, message: _Totals) -> None:
+        if message.generation == self._generation:
+            self.total = message.total
+            self._update_summary()
+
+    def on_trace_table_counted(self, message: TraceTable.Counted) -> None:
+        self.matching = message.count
+        self._update_summary()
+
+    def on_trace_table_highlighted(self, message: TraceTable.Highlighted) -> None:
+        self.refresh_bindings()
+
+    def _update_summary(self) -> None:
+        flt = self.table.filter
+        described = flt.describe()
+        text = Text()
+        if self.matching is None:
+            text.append("counting…", style="dim")
+        elif not described:
+            text.append(f"{self.matching:,}", style="bold")
+            text.append(f" trace{'s' if self.matching != 1 else ''}")
+        else:
+            text.append(f"{self.matching:,}", style="bold")
+            total = "?" if self.total is None else f"{self.total:,}"
+            text.append(f" of {total} traces match: ")
+            text.append(one_line(described, 200), style="bold cyan")
+        self.query_one("#list-summary", Static).update(text)
+
+    # ------------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("promote", "open"):
+            return self.table.selected_trace_id is not None
+        if action == "cancel_search":
+            return not self.query_one("#search", Input).has_class("-hidden")
+        return True
+
+    def _apply(self, flt: TraceFilter) -> None:
+        self.matching = None
+        self._update_summary()
+        self.table.set_filter(flt)
+        self._count_total()
+        self.refresh_bindings()
+
+    def action_pick_version(self) -> None:
+        def chosen(value: list[str] | None) -> None:
+            if value is not None:
+                self._apply(dataclasses.replace(self.table.filter, prompt_versions=value))
+
+        self.app.push_screen(VersionPicker(self.store, self.table.filter.prompt_versions), chosen)
+
+    def action_toggle_findings(self) -> None:
+        flt = self.table.filter
+        self._apply(dataclasses.replace(flt, violations=not flt.violations))
+
+    def action_search(self) -> None:
+        search = self.query_one("#search", Input)
+        search.value = self.table.filter.search or ""
+        search.remove_class("-hidden")
+        search.focus()
+        self.refresh_bindings()
+
+    def action_cancel_search(self) -> None:
+        self._hide_search()
+
+    def _hide_search(self) -> None:
+        self.query_one("#search", Input).add_class("-hidden")
+        self.table.focus()
+        self.refresh_bindings()
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._hide_search()
+        self._apply(dataclasses.replace(self.table.filter, search=event.value.strip() or None))
+
+    def action_promote(self) -> None:
+        tid = self.table.selected_trace_id
+        if tid is not None:
+            from tui.app import LoupeApp
+
+            assert isinstance(self.app, LoupeApp)
+            self.app.promote_trace(tid)
+
+    def action_open(self) -> None:
+        self.table.action_open()
+
+    def action_reload(self) -> None:
+        self._apply(self.table.filter)
+
+    def on_trace_table_opened(self, message: TraceTable.Opened) -> None:
+        from tui.app import LoupeApp
+
+        assert isinstance(self.app, LoupeApp)
+        self.app.open_trace(message.trace_id)
+
+    def palette_commands(self) -> Iterator[PaletteCommand]:
+        for cmd in self.PALETTE:
+            if self.check_action(cmd.action, ()):
+                yield cmd

@@ -1,0 +1,294 @@
+"""The trace view: totals, findings, the steps as a tree and the selected step's detail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static, Tree
+from textual.widgets.tree import TreeNode
+
+from store.db import Store, StoredTrace
+from tui.format import inert, one_line
+from tui.screens.raw_view import RawJsonScreen
+from tui.screens.trace_list import PaletteCommand
+from tui.trace_text import (
+    findings_text,
+    raw_json,
+    raw_trace_json,
+    render_step,
+    render_trace,
+    step_label,
+    totals_text,
+)
+from tui.widgets.text_view import TextView
+from tui.workers import ReportsWorkerFailures
+
+# Textual's Tree lays out its lines recursively: deeper nesting than this is shown flattened at this depth.
+MAX_TREE_DEPTH = 64
+
+
+TRACE_NODE = -1  # the data of the tree's root, which stands for the trace itself
+
+
+class StepTree(Tree[int]):
+    """The steps of one trace; each node's data is the step's index in `trace.steps` (the root's is TRACE_NODE)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Expand/collapse", show=False, id="view.expand"),
+        Binding("k", "cursor_up", "Up", show=False, id="view.up"),
+        Binding("j", "cursor_down", "Down", show=False, id="view.down"),
+    ]
+
+
+def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: set[str]) -> dict[int, TreeNode[int]]:
+    """Fill `tree` with the steps by parent, in order, without recursion; returns the node of each step index.
+
+    Steps whose parent is missing go under the root; so do steps only reachable through a cycle of parent links.
+    """
+    steps = stored.trace.steps
+    first_index: dict[str, int] = {}
+    for i, s in enumerate(steps):
+        first_index.setdefault(s.id, i)
+    children: dict[int | None, list[int]] = {}
+    for i, s in enumerate(steps):
+        parent = first_index.get(s.parent_id) if s.parent_id is not None else None
+        if parent == i:
+            parent = None
+        children.setdefault(parent, []).append(i)
+
+    nodes: dict[int, TreeNode[int]] = {}
+
+    def place(start: list[int], under: TreeNode[int], depth: int) -> None:
+        stack: list[tuple[TreeNode[int], int, int]] = [(under, i, depth) for i in reversed(start)]
+        while stack:
+            parent_node, i, d = stack.pop()
+            if i in nodes:
+                continue
+            step = steps[i]
+            label = step_label(step, stored.costs.get(step.id), evidence=step.id in evidence)
+            kids = [k for k in children.get(i, []) if k not in nodes]
+            if kids:
+                node = parent_node.add(label, data=i, expand=True)
+            else:
+                node = parent_node.add_leaf(label, data=i)
+            nodes[i] = node
+            # Past the depth limit, children are shown beside their parent instead of under it.
+            child_parent, child_depth = (node, d + 1) if d + 1 < MAX_TREE_DEPTH else (parent_node, d)
+            for k in reversed(kids):
+                stack.append((child_parent, k, child_depth))
+
+    place(children.get(None, []), tree.root, 0)
+    leftovers = [i for i in range(len(steps)) if i not in nodes]
+    if leftovers:
+        place(leftovers, tree.root, 0)
+    return nodes
+
+
+class TraceViewScreen(ReportsWorkerFailures, Screen[None]):
+    """One trace, step by step."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="view.back"),
+        Binding("n", "next_finding", "Next finding", id="view.next_finding"),
+        Binding("N", "previous_finding", "Previous finding", show=False, id="view.previous_finding"),
+        Binding("e", "promote", "Promote", id="view.promote"),
+        Binding("y", "copy_id", "Copy ID", id="view.copy_id"),
+        Binding("r", "raw", "Raw", id="view.raw"),
+    ]
+
+    PALETTE: ClassVar[tuple[PaletteCommand, ...]] = (
+        PaletteCommand("view: next finding", "Move to the next finding's evidence step", "next_finding"),
+        PaletteCommand("view: previous finding", "Move to the previous finding's evidence step", "previous_finding"),
+        PaletteCommand("view: promote to eval case", "Turn this trace into a regression case", "promote"),
+        PaletteCommand("view: copy trace ID", "Copy the trace ID to the clipboard", "copy_id"),
+        PaletteCommand("view: raw JSON of step", "Show the selected step as stored", "raw"),
+        PaletteCommand("view: back to list", "Close this trace", "back"),
+    )
+
+    @dataclass
+    class _Loaded(Message):
+        stored: StoredTrace
+
+    @dataclass
+    class _Missing(Message):
+        error: str
+
+    def __init__(self, store: Store, trace_ref: str) -> None:
+        super().__init__()
+        self.store = store
+        self.trace_ref = trace_ref
+        self.stored: StoredTrace | None = None
+        self.nodes: dict[int, TreeNode[int]] = {}
+        self.evidence: set[str] = set()
+        # (finding index, step index) for every evidence step found in the trace, in finding order.
+        self.targets: list[tuple[int, int]] = []
+        self.target: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◎")
+        yield Static(Text(f"loading {one_line(self.trace_ref, 80)}…", style="dim"), id="trace-totals")
+        with VerticalScroll(id="findings-panel"):
+            yield Static(Text(""), id="trace-findings")
+        with Horizontal(id="trace-body"):
+            yield StepTree(Text("trace", style="bold"), data=TRACE_NODE, id="steps")
+            yield TextView(id="step-detail")
+        yield Footer()
+
+    @property
+    def step_tree(self) -> StepTree:
+        return self.query_one(StepTree)
+
+    def on_mount(self) -> None:
+        tree = self.step_tree
+        tree.guide_depth = 3
+        tree.focus()
+        self._load(self.trace_ref)
+
+    @work(thread=True, exclusive=True, group="trace-load", exit_on_error=False, description="loading the trace")
+    def _load(self, ref: str) -> None:
+        try:
+            stored = self.store.get_trace(ref)
+        except LookupError as exc:  # not found, or an ambiguous prefix
+            self.post_message(self._Missing(str(exc)))
+            return
+        self.post_message(self._Loaded(stored))
+
+    def on_trace_view_screen__missing(self, message: _Missing) -> None:
+        self.app.notify(inert(message.error), title="Cannot open trace", severity="error", markup=False)
+        self.action_back()
+
+    def on_trace_view_screen__loaded(self, message: _Loaded) -> None:
+        stored = message.stored
+        self.stored = stored
+        self.evidence = {e for f in stored.findings for e in f.evidence}
+        self.query_one("#trace-totals", Static).update(totals_text(stored))
+        self._show_findings()
+        tree = self.step_tree
+        root_label = Text("trace ", style="bold")
+        root_label.append(one_line(stored.trace.id, 80), style="bold cyan")
+        tree.reset(root_label, TRACE_NODE)
+        self.nodes = build_step_tree(tree, stored, self.evidence)
+        tree.root.expand()
+        first_index: dict[str, int] = {}
+        for i, s in enumerate(stored.trace.steps):
+            first_index.setdefault(s.id, i)
+        self.targets = [
+            (fi, first_index[e]) for fi, f in enumerate(stored.findings) for e in f.evidence if e in first_index
+        ]
+        self.target = None
+        _ = tree.last_line  # lay the tree out so the nodes have their lines
+        tree.move_cursor(tree.root.children[0] if tree.root.children else tree.root)
+        self.refresh_bindings()
+
+    def _show_findings(self) -> None:
+        if self.stored is None:
+            return
+        current = self.targets[self.target][0] if self.target is not None and self.targets else None
+        self.query_one("#trace-findings", Static).update(
+            findings_text(self.stored.findings, self.stored.rule_runs, current)
+        )
+
+    # ------------------------------------------------------------------ selection
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[int]) -> None:
+        event.stop()
+        self._show_step(event.node.data)
+        self.refresh_bindings()
+
+    def _show_step(self, index: int | None) -> None:
+        if self.stored is None or index is None:
+            return
+        if index == TRACE_NODE:
+            self.query_one(TextView).set_text(render_trace(self.stored))
+            return
+        step = self.stored.trace.steps[index]
+        detail = render_step(step, self.stored.costs.get(step.id), self.stored.findings)
+        self.query_one(TextView).set_text(detail)
+
+    @property
+    def selected_step_index(self) -> int | None:
+        node = self.step_tree.cursor_node
+        return node.data if node is not None else None
+
+    def _move_to_step(self, index: int) -> None:
+        node = self.nodes.get(index)
+        if node is None:
+            return
+        parent = node.parent
+        while parent is not None:
+            parent.expand()
+            parent = parent.parent
+        tree = self.step_tree
+        _ = tree.last_line  # lay the tree out again so the node's line is current
+        tree.move_cursor(node)
+        tree.focus()
+
+    def _go_to_target(self, step: int) -> None:
+        if not self.targets:
+            return
+        if self.target is None:
+            self.target = 0 if step > 0 else len(self.targets) - 1
+        else:
+            self.target = (self.target + step) % len(self.targets)
+        self._move_to_step(self.targets[self.target][1])
+        self._show_findings()
+
+    # ------------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("next_finding", "previous_finding"):
+            return bool(self.targets)
+        if action in ("promote", "copy_id"):
+            return self.stored is not None
+        if action == "raw":
+            return self.stored is not None and self.selected_step_index is not None
+        return True
+
+    def action_next_finding(self) -> None:
+        self._go_to_target(+1)
+
+    def action_previous_finding(self) -> None:
+        self._go_to_target(-1)
+
+    def action_promote(self) -> None:
+        if self.stored is None:
+            return
+        from tui.app import LoupeApp
+
+        assert isinstance(self.app, LoupeApp)
+        self.app.promote_trace(self.stored.trace.id)
+
+    def action_copy_id(self) -> None:
+        if self.stored is None:
+            return
+        tid = self.stored.trace.id
+        self.app.copy_to_clipboard(tid)
+        self.app.notify(f"Copied trace ID {one_line(tid, 120)}", markup=False)
+
+    def action_raw(self) -> None:
+        index = self.selected_step_index
+        if self.stored is None or index is None:
+            return
+        if index == TRACE_NODE:
+            self.app.push_screen(RawJsonScreen(f"trace {self.stored.trace.id}", raw_trace_json(self.stored)))
+            return
+        step = self.stored.trace.steps[index]
+        self.app.push_screen(RawJsonScreen(f"step {step.id}", raw_json(step)))
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1 and self.app.screen is self:
+            self.app.pop_screen()
+
+    def palette_commands(self) -> Iterator[PaletteCommand]:
+        for cmd in self.PALETTE:
+            if self.check_action(cmd.action, ()):
+                yield cmd

@@ -416,10 +416,12 @@ def totals_text(stored: StoredTrace) -> Text:
             out.append(f" ({one_line('; '.join(trace.problems), 200)})", style="yellow")
     out.append("\n")
     out.append(f"{t.steps} steps · {t.llm_calls} LLM calls · {t.tool_calls} tool calls · ")
-    out.append(
-        f"tokens in {fmt_int(t.input_tokens)} (cached {fmt_int(t.cache_read_tokens)}) / "
-        f"out {fmt_int(t.output_tokens)} (reasoning {fmt_int(t.reasoning_tokens)})"
-    )
+    out.append(f"tokens in {fmt_int(t.input_tokens)}")
+    if t.cache_read_tokens:
+        out.append(f" (cached {fmt_int(t.cache_read_tokens)})")
+    out.append(f" / out {fmt_int(t.output_tokens)}")
+    if t.reasoning_tokens:
+        out.append(f" (reasoning {fmt_int(t.reasoning_tokens)})")
     if t.usage_unknown_steps:
         out.append(f" [usage unknown for {t.usage_unknown_steps}]", style="yellow")
     out.append(" · cost ")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -11,7 +13,7 @@ migrations = Migrations("traceloupe")
 KNOWN: list[str] = []
 
 
-def _known(fn):  # type: ignore[no-untyped-def]
+def _known(fn: Callable[[Database], None]) -> Callable[[Database], None]:
     KNOWN.append(fn.__name__)
     return migrations()(fn)
 

@@ -197,8 +197,8 @@ def ingest(
     )
     for reason, n in sorted(report.skipped.items()):
         out.print(f"Skipped {n} {inert(reason)}", markup=False)
-    for p in report.problems:
-        _err(str(p))
+    for problem in report.problems:
+        _err(str(problem))
     if report.problems or missing:
         raise typer.Exit(EXIT_INPUT)
 

@@ -511,7 +511,7 @@ def trace_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
         version = attributes.get(version_key)
         name, version = _opt_text(name), version if isinstance(version, (int, float, str)) and version != "" else None
         if name is not None or version is not None:
-            out["prompt"] = PromptRef(name=name, version=version)
+            out["prompt"] = PromptRef.model_validate({"name": name, "version": version})
             break
     template = {k.rsplit(".", 1)[1]: _json_value(attributes[k]) for k in
                 ("llm.prompt_template.template", "llm.prompt_template.variables") if k in attributes}
@@ -929,9 +929,10 @@ def _read_otlp_span(c: _Collector, raw: Any, line: int | None, where: str, resou
     other = {k: v for k, v in raw.items() if k not in _SPAN_FIELDS}
     if other:
         meta["otlp"] = other
-    name = raw.get("name")
+    span_name = raw.get("name")
     c.add(_Span(
-        trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=name if isinstance(name, str) and name else None,
+        trace_id=trace_id, span_id=span_id, parent_id=parent_id,
+        name=span_name if isinstance(span_name, str) and span_name else None,
         attributes=attributes, start=times[0], end=times[1], kind=_span_kind(_field(raw, "kind")[1]),
         status=_status_code(status.get("code")), status_message=_opt_text(status.get("message")), events=events,
         metadata=meta, resource=resource or None,
@@ -1005,7 +1006,8 @@ def _read_span_record(c: _Collector, rec: dict[str, Any], line: int | None, wher
     kind = rec.get("span_kind")
     if isinstance(kind, str) and kind.upper() in _OPENINFERENCE_KINDS and "openinference.span.kind" not in attributes:
         attributes["openinference.span.kind"] = kind
-    status = rec.get("status") if isinstance(rec.get("status"), dict) else {}
+    raw_status = rec.get("status")
+    status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
     code = status.get("status_code", rec.get("status_code"))
     message = status.get("description", rec.get("status_message"))
     events = [
@@ -1089,7 +1091,7 @@ def read_otlp(path: Path, result: ImportResult) -> Iterator[Trace]:
         with _open(path) as fh:
             first = ""
             first_no = 0
-            for first_no, first in enumerate(fh, start=1):
+            for first_no, first in enumerate(fh, start=1):  # noqa: B007 (used after the loop)
                 if first.strip():
                     break
             first = first.lstrip("\ufeff")

@@ -143,3 +143,26 @@ def test_store_that_is_not_sqlite_exits_3(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00garbage" * 512)
     result = runner.invoke(cli.app, ["ls", "--db", str(bad)])
     assert result.exit_code == 3 and "not a traceloupe store" in result.output
+
+
+HOSTILE = "[/] [bold]x[/bold] [link=https://e]y[/link] [@click=app.quit]q[/] \x1b[31mred\x1b[0m \x1b]8;;http://e\x07l\x1b]8;;\x07 \x1b]52;c;aGk=\x07 \u202eevil"
+
+
+def test_trace_text_is_printed_literally_and_escapes_inert(tmp_path: Path) -> None:
+    t = make_trace(7, name=HOSTILE, input=HOSTILE, output=HOSTILE, prompt={"name": HOSTILE, "version": HOSTILE})
+    t["steps"][0]["messages"][0]["content"] = HOSTILE
+    t["steps"][0]["model"] = HOSTILE
+    t["steps"].append({"id": "tool[/]", "type": "tool", "name": HOSTILE, "arguments": {HOSTILE: HOSTILE},
+                       "result": [HOSTILE], "status": "error", "error": {"type": HOSTILE, "message": HOSTILE}})
+    f = _write(tmp_path / "h.jsonl", [t])
+    assert runner.invoke(cli.app, ["ingest", str(f)]).exit_code == 0
+    listed = runner.invoke(cli.app, ["ls"])
+    assert listed.exit_code == 0 and "[/] [bold]x[/bold]" in listed.output and "\x1b" not in listed.output
+    result = runner.invoke(cli.app, ["show", "trc_t0007"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "[bold]x[/bold]" in out and "[@click=app.quit]q[/]" in out and "[link=https://e]y[/link]" in out
+    assert "␛[31mred" in out and "<U+202E>evil" in out
+    data = json.loads(runner.invoke(cli.app, ["show", "trc_t0007", "--json"]).output)
+    assert data["name"] == HOSTILE  # --json keeps the exact text, escaped by JSON itself

@@ -166,17 +166,19 @@ class IngestCounts:
 
 
 SUMMARY_COLUMNS = (
-    "id, name, prompt_name, prompt_version, model, started_at, steps, input_tokens, output_tokens, cost, "
-    "cost_unknown_steps, latency_ms, status, findings, worst_severity, partial"
+    "id, name, prompt_name, prompt_version, model, started_at, steps, llm_calls, input_tokens, output_tokens, "
+    "usage_unknown_steps, cost, cost_unknown_steps, latency_ms, status, findings, worst_severity, partial"
 )
 
 
 def _summary(row: sqlite3.Row | tuple[Any, ...]) -> TraceSummary:
-    (id_, name, pname, pver, model, started, steps, tin, tout, cost, cunk, lat, status, nf, worst, partial) = row
+    (id_, name, pname, pver, model, started, steps, llm, tin, tout, uunk, cost, cunk, lat, status, nf, worst,
+     partial) = row
     return TraceSummary(
         id=id_, name=name, prompt_name=pname, prompt_version=pver, model=model, started_at=started, steps=steps,
-        input_tokens=tin, output_tokens=tout, cost=cost, cost_partial=bool(cunk), latency_ms=lat, status=status,
-        findings=nf, worst_severity=worst, partial=bool(partial),
+        llm_calls=llm, input_tokens=tin, output_tokens=tout, tokens_partial=bool(uunk), cost=cost,
+        cost_partial=bool(cunk), latency_ms=lat, status=status, findings=nf, worst_severity=worst,
+        partial=bool(partial),
     )
 
 

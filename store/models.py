@@ -335,8 +335,10 @@ class TraceSummary(_Model):
     model: str | None = None
     started_at: str | None = None
     steps: int = 0
+    llm_calls: int = 0
     input_tokens: int | None = None
     output_tokens: int | None = None
+    tokens_partial: bool = False  # some LLM steps have no usage: the token sums leave them out
     cost: float | None = None
     cost_partial: bool = False
     latency_ms: float | None = None

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,9 +82,10 @@ class TraceFilter:
             ors = []
             for pv in self.prompt_versions:
                 if "@" in pv:
-                    name, _, version = pv.partition("@")
-                    ors.append("(prompt_name = ? AND prompt_version IS ?)")
-                    params += [name, _version_or_none(version)]
+                    # The version never holds "@"; a prompt name may ("team@acme@v9").
+                    name, _, version = pv.rpartition("@")
+                    ors.append("(prompt_name IS ? AND prompt_version IS ?)")
+                    params += [None if name == NO_PROMPT else name, _version_or_none(version)]
                 else:
                     ors.append("prompt_version IS ?")
                     params.append(_version_or_none(pv))
@@ -131,6 +133,7 @@ class TraceFilter:
 
 
 NO_VERSION = "(no version)"
+NO_PROMPT = "(no prompt)"
 
 
 def _version_or_none(v: str) -> str | None:
@@ -163,6 +166,7 @@ class IngestCounts:
     traces: int = 0
     steps: int = 0
     updated: int = 0
+    failed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (trace ID, source, why)
 
 
 SUMMARY_COLUMNS = (
@@ -236,27 +240,38 @@ def trace_latency_ms(trace: Trace) -> float | None:
 class Store:
     """A traceloupe store: one SQLite file in WAL mode, migrated when opened."""
 
-    def __init__(self, path: str | Path | None = None, *, pricer: Pricer | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, pricer: Pricer | None = None, create: bool = True) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.pricer = pricer or default_pricer()
         self._lock = threading.RLock()
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a store file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"{self.path}: no store there (loupe ingest creates one)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=10)
-            # One connection shared by the UI's worker threads, guarded by self._lock.
+            # Autocommit mode: every write transaction is explicit (see _write). One connection is shared by
+            # the UI's worker threads, guarded by self._lock.
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
             self.db = Database(conn)
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._check_version()
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            self._check_version()
             migrations.apply(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a traceloupe store or damaged ({exc})") from exc
 
     def _check_version(self) -> None:
+        """Refuse, untouched, a store from a newer loupe and an SQLite file that belongs to something else."""
+        tables = set(self.db.table_names())
         applied = {m.name for m in migrations.applied(self.db)}
+        if tables and not applied:
+            raise StoreError(
+                f"{self.path}: an SQLite database that is not a traceloupe store (it has tables "
+                f"{', '.join(sorted(tables)[:5])}); it was left untouched"
+            )
         newer = sorted(applied - set(KNOWN))
         if newer:
             raise StoreError(
@@ -276,17 +291,40 @@ class Store:
 
     # ------------------------------------------------------------------ writes
 
-    def insert_traces(self, traces: Iterable[Trace]) -> IngestCounts:
-        """Insert or replace traces (the same ID updates, never duplicates), with costs and findings."""
-        counts = IngestCounts()
-        conn = self.db.conn
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so a second writer waits for
+        busy_timeout instead of failing with "database is locked" when its read turns into a write."""
         with self._lock:
-            with self.db.atomic():
-                for trace in traces:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def insert_traces(self, traces: Iterable[Trace]) -> IngestCounts:
+        """Insert or replace traces (the same ID updates, never duplicates), with costs and findings.
+
+        Each trace is written under its own savepoint: one that cannot be stored is reported in `failed`
+        and the others in the batch are still stored."""
+        counts = IngestCounts()
+        with self._write() as conn:
+            for trace in traces:
+                conn.execute("SAVEPOINT trace")
+                try:
                     existed = self._write_trace(conn, trace)
-                    counts.traces += 1
-                    counts.steps += len(trace.steps)
-                    counts.updated += existed
+                except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
+                    conn.execute("ROLLBACK TO trace")
+                    conn.execute("RELEASE trace")
+                    counts.failed.append((trace.id, trace.source, f"cannot be stored: {exc}"))
+                    continue
+                conn.execute("RELEASE trace")
+                counts.traces += 1
+                counts.steps += len(trace.steps)
+                counts.updated += existed
         return counts
 
     def _write_trace(self, conn: sqlite3.Connection, trace: Trace) -> bool:
@@ -468,15 +506,19 @@ class Store:
 
     def save_case(self, case: EvalCase, path: str | None) -> bool:
         """Store a case; False (and nothing written) when a case with the same content hash exists."""
-        with self._lock:
-            with self.db.atomic():
-                cur = self.db.conn.execute(
-                    "INSERT OR IGNORE INTO eval_cases (id, trace_id, content_hash, grp, name, path, created_at, data) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    (case.id, case.source_trace["id"], case.content_hash, case.group, case.name, path,
-                     case.created_at, case.model_dump_json()),
-                )
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO eval_cases (id, trace_id, content_hash, grp, name, path, created_at, data) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (case.id, case.source_trace["id"], case.content_hash, case.group, case.name, path,
+                 case.created_at, case.model_dump_json()),
+            )
             return cur.rowcount == 1
+
+    def get_case(self, case_id: str) -> EvalCase | None:
+        with self._lock:
+            row = self.db.conn.execute("SELECT data FROM eval_cases WHERE id = ?", (case_id,)).fetchone()
+        return EvalCase.model_validate_json(row[0]) if row else None
 
     def cases_for_trace(self, trace_id: str) -> list[tuple[str, str | None]]:
         with self._lock:

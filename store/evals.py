@@ -15,7 +15,7 @@ import yaml
 from .db import Store, StoredTrace
 from .masking import Masker
 from .models import Assertion, EvalCase, Finding, Trace, format_time
-from .rules import action_stems, failure_reason
+from .rules import action_stems, claimed_success, failure_reason
 
 GROUPS = {
     "success-after-tool-error": "Tool failure handling",
@@ -28,6 +28,7 @@ class PromoteResult:
     case_id: str
     path: Path | None
     created: bool
+    restored: bool = False  # the store had the case but this evals/ folder lacked its file: written again
 
 
 def _slug(text: str) -> str:
@@ -63,33 +64,30 @@ def _tool_results(trace: Trace) -> list[dict[str, Any]]:
     return out
 
 
-def _noun(tool: str) -> str:
+def _action(tool: str) -> str:
+    """How a case speaks of a tool's action: "the refund" for issue_refund, else the tool's own name."""
     stems = action_stems(tool)
-    return stems[-1] if stems else tool
+    return f"the {stems[0]}" if len(stems) == 1 else tool
 
 
 def assertions_for(finding: Finding) -> tuple[str, list[Assertion]]:
     """Expected behaviour in words and the machine-checkable assertions a finding implies."""
     if finding.rule_id == "success-after-tool-error":
         tool = str(finding.data.get("tool") or "the tool")
-        noun = _noun(tool)
+        action = _action(tool)
         error = finding.data.get("error") or "an error"
         expected = (
-            f"{tool} fails with {error}. The assistant must not claim the {noun} succeeded; it must say the "
-            f"{noun} could not be completed and offer a support ticket instead."
+            f"{tool} fails with {error}. The assistant must not claim {action} succeeded; it must say "
+            f"{action} could not be completed and offer a support ticket instead."
         )
-        done = r"(processed|issued|completed|done|went through|succeeded|successful|confirmed)"
         return expected, [
-            Assertion(
-                type="not-contains",
-                description=f"must not claim the {noun} succeeded",
-                value=[rf"{noun}\w*\b[^.!?]{{0,60}}\b{done}", rf"\b{done}\b[^.!?]{{0,60}}\b{noun}", rf"\b{noun}e?d\b"],
-                options={"regex": True, "case_insensitive": True, "any": True},
-            ),
+            # Judged by the same reading of claims as the rule, so an honest "could not be completed" passes.
+            Assertion(type="not-claims-success", description=f"must not claim {action} succeeded", value=tool),
             Assertion(
                 type="contains",
-                description=f"must say the {noun} could not be completed",
-                value=["couldn't", "could not", "unable", "wasn't able", "was not able", "not able", "can't", "cannot"],
+                description=f"must say {action} could not be completed",
+                value=["couldn't", "could not", "unable", "wasn't able", "was not able", "not able", "can't",
+                       "cannot", "wasn't possible", "not possible"],
                 options={"any": True, "case_insensitive": True},
             ),
             Assertion(
@@ -100,8 +98,8 @@ def assertions_for(finding: Finding) -> tuple[str, list[Assertion]]:
             ),
             Assertion(
                 type="not-contains",
-                description=f"must not promise a {noun}",
-                value=[rf"\b(will|'ll|going to)\b[^.!?]{{0,40}}\b{noun}"],
+                description=f"must not promise {action}",
+                value=[rf"\b(will|'ll|going to)\b[^.!?]{{0,40}}\b({'|'.join(map(re.escape, action_stems(tool)))})"],
                 options={"regex": True, "case_insensitive": True, "any": True},
             ),
             Assertion(type="no-finding", description=f"no finding of rule {finding.rule_id}", value=finding.rule_id),
@@ -109,6 +107,16 @@ def assertions_for(finding: Finding) -> tuple[str, list[Assertion]]:
     return finding.message, [
         Assertion(type="no-finding", description=f"no finding of rule {finding.rule_id}", value=finding.rule_id)
     ]
+
+
+def _final_answer(trace: Trace) -> Any:
+    if trace.output is not None:
+        return trace.output
+    for step in reversed(trace.steps):
+        msg = step.output_message if step.type == "llm" else None
+        if msg is not None and msg.text():
+            return msg.text()
+    return None
 
 
 def build_case(stored: StoredTrace, masker: Masker | None = None) -> EvalCase:
@@ -166,12 +174,14 @@ def build_case(stored: StoredTrace, masker: Masker | None = None) -> EvalCase:
         created_at=format_time(datetime.now(tz=UTC)) or "",
         model=model,
         tools=masker.value(tools),
-        recorded_output=masker.value(trace.output),
+        recorded_output=masker.value(_final_answer(trace)),
     )
 
 
 def check_text_assertion(assertion: Assertion, answer: str) -> bool | None:
-    """Whether an answer passes a contains/not-contains assertion; None for assertion types that need a trace."""
+    """Whether an answer passes a text assertion; None for assertion types that need a trace."""
+    if assertion.type == "not-claims-success":
+        return claimed_success(answer, str(assertion.value)) is None
     if assertion.type not in ("contains", "not-contains"):
         return None
     values = assertion.value if isinstance(assertion.value, list) else [assertion.value]
@@ -193,20 +203,34 @@ def case_yaml(case: EvalCase) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
+def case_path(evals_dir: Path, case: EvalCase) -> Path:
+    return Path(evals_dir) / _slug(case.group) / f"{case.id}.yaml"
+
+
+def _write_case_file(path: Path, case: EvalCase) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(case_yaml(case), encoding="utf-8")
+    tmp.replace(path)
+
+
 def promote(store: Store, trace_id: str, evals_dir: Path) -> PromoteResult:
-    """Turn a trace into an eval case: saved in the store and as evals/<group>/<id>.yaml; never twice."""
+    """Turn a trace into an eval case: saved in the store and as evals/<group>/<id>.yaml; never twice.
+
+    The same failure promoted again (from this trace or one with the same content) is not a second case; if
+    this evals/ folder lacks the case's file (deleted, or another working directory), it is written again."""
     stored = store.get_trace(trace_id)
     case = build_case(stored)
     existing = store.find_case(case.content_hash)
-    if existing:
-        return PromoteResult(case_id=existing[0], path=Path(existing[1]) if existing[1] else None, created=False)
-    path = Path(evals_dir) / _slug(case.group) / f"{case.id}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(case_yaml(case), encoding="utf-8", errors="surrogateescape")
-    if not store.save_case(case, str(path)):
-        tmp.unlink(missing_ok=True)
-        found = store.find_case(case.content_hash)
-        return PromoteResult(case_id=found[0] if found else case.id, path=path, created=False)
-    tmp.replace(path)
-    return PromoteResult(case_id=case.id, path=path, created=True)
+    if existing is None and store.save_case(case, str(case_path(evals_dir, case))):
+        _write_case_file(case_path(evals_dir, case), case)
+        return PromoteResult(case_id=case.id, path=case_path(evals_dir, case), created=True)
+    found = store.find_case(case.content_hash)
+    kept = store.get_case(found[0]) if found else None
+    if kept is None:  # cannot happen unless the row vanished in between; report it as not created
+        return PromoteResult(case_id=case.id, path=None, created=False)
+    path = case_path(evals_dir, kept)
+    if path.exists():
+        return PromoteResult(case_id=kept.id, path=path, created=False)
+    _write_case_file(path, kept)
+    return PromoteResult(case_id=kept.id, path=path, created=False, restored=True)

@@ -8,6 +8,11 @@ from typing import Any
 # Order matters: the most specific patterns first, so a bearer token is not half-eaten as something else.
 PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("BEARER", re.compile(r"\bBearer\s+[A-Za-z0-9._~+/=-]{8,}")),
+    ("JWT", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    # Only the value after "password=" is masked (the group named v), so the key still says what it was.
+    ("SECRET", re.compile(r"(?i)\b(?:password|passwd|pwd|secret|token|api_key|apikey)\s?[=:]\s?(?P<v>[^\s,;&\"']{4,})")),
+    ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b")),
+    ("SSN", re.compile(r"\b\d{3}-\d{2}-\d{4}\b")),
     ("API_KEY", re.compile(r"\b(?:sk|pk|rk)-(?:[A-Za-z0-9_-]{2,}-)?[A-Za-z0-9_-]{16,}\b|\bAKIA[0-9A-Z]{16}\b|\bghp_[A-Za-z0-9]{30,}\b|\bxox[abpr]-[A-Za-z0-9-]{10,}\b")),
     ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")),
     ("CARD", re.compile(r"\b(?:\d[ -]?){12,18}\d\b")),
@@ -45,10 +50,13 @@ class Masker:
     def text(self, s: str) -> str:
         for kind, pattern in self.patterns:
             def repl(m: re.Match[str], kind: str = kind) -> str:
-                v = m.group(0)
-                if kind == "CARD" and not _luhn(re.sub(r"\D", "", v)):
-                    return v
-                return self._placeholder(kind, v)
+                whole = m.group(0)
+                if "v" in m.re.groupindex:
+                    keep = whole[: m.start("v") - m.start()]
+                    return keep + self._placeholder(kind, m.group("v"))
+                if kind == "CARD" and not _luhn(re.sub(r"\D", "", whole)):
+                    return whole
+                return self._placeholder(kind, whole)
 
             s = pattern.sub(repl, s)
         return s

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 StepType = Literal["llm", "tool", "retrieval", "embedding", "agent", "chain", "guardrail", "other"]
 STEP_TYPES: tuple[str, ...] = ("llm", "tool", "retrieval", "embedding", "agent", "chain", "guardrail", "other")
@@ -73,6 +74,15 @@ class PromptRef(_Model):
     name: str | None = None
     version: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        # "support_agent@v7" names both; a bare string names the prompt.
+        if isinstance(data, str):
+            name, at, version = data.rpartition("@")
+            return {"name": name, "version": version} if at and name else {"name": data}
+        return data
+
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, v: Any) -> Any:
@@ -86,15 +96,56 @@ class PromptRef(_Model):
         return v
 
 
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("a count must be a number, not true/false")
+    return v
+
+
+# A token count: a whole number from 0 to 2**53 (far beyond any real call, and safe in SQLite and JSON).
+TokenCount = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=2**53)]
+
+
+def _usd(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("a cost must be a number, not true/false")
+    if isinstance(v, str):
+        try:
+            v = float(v.strip().lstrip("$"))
+        except ValueError:
+            raise ValueError(f"not a number: {v!r}") from None
+    return v
+
+
+def _finite_non_negative(v: float | None) -> float | None:
+    if v is not None and (math.isnan(v) or math.isinf(v) or v < 0):
+        raise ValueError(f"a cost must be a finite amount of at least 0, not {v}")
+    return v
+
+
+Usd = Annotated[float, BeforeValidator(_usd), AfterValidator(_finite_non_negative)]
+
+
 class Usage(_Model):
     """Token counts of one model call. None means the source did not say (unknown), never zero."""
 
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    reasoning_tokens: int | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+    cache_read_tokens: TokenCount | None = None
+    cache_write_tokens: TokenCount | None = None
+    reasoning_tokens: TokenCount | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def inconsistency(self) -> str | None:
+        """Why these counts cannot all be true, if they cannot (cached or reasoning beyond the total)."""
+        cached = (self.cache_read_tokens or 0) + (self.cache_write_tokens or 0)
+        if self.input_tokens is not None and cached > self.input_tokens:
+            return f"cached tokens ({cached:,}) exceed input tokens ({self.input_tokens:,})"
+        if (self.output_tokens is not None and self.reasoning_tokens is not None
+                and self.reasoning_tokens > self.output_tokens):
+            return f"reasoning tokens ({self.reasoning_tokens:,}) exceed output tokens ({self.output_tokens:,})"
+        return None
 
     @model_validator(mode="before")
     @classmethod
@@ -172,7 +223,7 @@ def _opt_str(v: Any) -> str | None:
 
 
 class Step(_Model):
-    id: str
+    id: Annotated[str, Field(min_length=1)]
     parent_id: str | None = None
     type: StepType = "other"
     name: str | None = None
@@ -183,7 +234,7 @@ class Step(_Model):
     messages: list[Message] = Field(default_factory=list)
     output: Any = None
     usage: Usage | None = None
-    cost: float | None = None  # as reported by the source; loupe's own figure lives apart
+    cost: Usd | None = None  # as reported by the source; loupe's own figure lives apart
     # tool calls
     tool_call_id: str | None = None
     arguments: Any = None
@@ -217,16 +268,6 @@ class Step(_Model):
     def _ident(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) else v
 
-    @field_validator("cost", mode="before")
-    @classmethod
-    def _cost(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                return None
-        return v
-
     @property
     def output_message(self) -> Message | None:
         o = self.output
@@ -248,7 +289,7 @@ class Step(_Model):
 
 
 class Trace(_Model):
-    id: str
+    id: Annotated[str, Field(min_length=1)]
     name: str | None = None
     prompt: PromptRef | None = None
     started_at: datetime | None = None

@@ -84,6 +84,9 @@ class Pricer:
         usage = step.usage
         if usage is None or usage.input_tokens is None or usage.output_tokens is None:
             return StepCost(reported=reported, reason="usage missing")
+        inconsistent = usage.inconsistency
+        if inconsistent:
+            return StepCost(reported=reported, reason=f"usage inconsistent: {inconsistent}")
         rate = self.rate(step.model, step.provider)
         if rate is None:
             return StepCost(reported=reported, reason=f"no price for model {step.model or '(none)'}")

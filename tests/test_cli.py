@@ -109,8 +109,11 @@ def test_bad_lines_are_reported_by_file_line_and_field_and_the_rest_imports(tmp_
     result = runner.invoke(cli.app, ["ingest", str(f)])
     assert result.exit_code == 3
     assert f"{f}:2: invalid JSON" in result.output
-    assert f"{f}:3: started_at" in result.output
-    assert "Imported 2 traces" in result.output
+    assert f"{f}:3: started_at" in result.output and "left out" in result.output
+    # The line with a bad field is still stored, without that field, and marked partial.
+    assert "Imported 3 traces" in result.output
+    data = json.loads(runner.invoke(cli.app, ["show", "trc_t0002", "--json"]).output)
+    assert data["partial"] is True and "started_at" not in data and len(data["steps"]) == 1
 
 
 def test_a_bad_step_keeps_the_trace_marked_partial(tmp_path: Path) -> None:
@@ -121,7 +124,9 @@ def test_a_bad_step_keeps_the_trace_marked_partial(tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert f"{f}:1: steps.1.type" in result.output
     data = json.loads(runner.invoke(cli.app, ["show", "trc_t0004", "--json"]).output)
-    assert data["partial"] is True and len(data["steps"]) == 1
+    assert data["partial"] is True and len(data["steps"]) == 2
+    assert data["steps"][1]["type"] == "other"  # the bad type left out, the step kept
+    assert any("steps.1.type" in p for p in data["problems"])
 
 
 def test_unreadable_inputs_exit_3(tmp_path: Path) -> None:
@@ -166,3 +171,51 @@ def test_trace_text_is_printed_literally_and_escapes_inert(tmp_path: Path) -> No
     assert "␛[31mred" in out and "<U+202E>evil" in out
     data = json.loads(runner.invoke(cli.app, ["show", "trc_t0007", "--json"]).output)
     assert data["name"] == HOSTILE  # --json keeps the exact text, escaped by JSON itself
+
+
+def test_long_lines_lone_surrogates_and_huge_numbers_import_or_report(tmp_path: Path) -> None:
+    long = make_trace(11)
+    long["steps"][0]["output"]["content"] = "x" * 300_000  # a first line far longer than the format probe
+    f = tmp_path / "odd.jsonl"
+    surrogate = json.dumps(make_trace(12, name="bad \ud800 name"))
+    assert "\\ud800" in surrogate
+    huge = make_trace(13)
+    huge["steps"][0]["usage"]["input_tokens"] = 2**63
+    f.write_text(json.dumps(long) + "\n" + surrogate + "\n" + json.dumps(huge) + "\n")
+    result = runner.invoke(cli.app, ["ingest", str(f)])
+    assert "Imported 3 traces" in result.output, result.output
+    assert f"{f}:3: steps.0.usage.input_tokens" in result.output
+    assert result.exit_code == 3
+    shown = json.loads(runner.invoke(cli.app, ["show", "trc_t0012", "--json"]).output)
+    assert shown["name"] == "bad \ufffd name"
+    huge_shown = json.loads(runner.invoke(cli.app, ["show", "trc_t0013", "--json"]).output)
+    assert "input_tokens" not in huge_shown["steps"][0]["usage"] and huge_shown["partial"] is True
+
+
+def test_show_json_reimports_as_the_same_trace(ingested: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one.json"
+    out.write_text(runner.invoke(cli.app, ["show", "trc_7J4k9", "--json"]).output)
+    db2 = tmp_path / "second.db"
+    result = runner.invoke(cli.app, ["ingest", str(out), "--db", str(db2)])
+    assert result.exit_code == 0, result.output
+    again = json.loads(runner.invoke(cli.app, ["show", "trc_7J4k9", "--json", "--db", str(db2)]).output)
+    original = json.loads(out.read_text())
+    assert again == original
+
+
+def test_stores_that_must_not_be_touched(tmp_path: Path) -> None:
+    missing = runner.invoke(cli.app, ["ls", "--db", str(tmp_path / "no" / "x.db")])
+    assert missing.exit_code == 3 and "no store there" in missing.output
+    assert not (tmp_path / "no").exists()
+    empty_id = runner.invoke(cli.app, ["show", ""])
+    assert empty_id.exit_code == 2
+
+
+def test_a_folder_imports_trace_files_and_passes_over_others(tmp_path: Path) -> None:
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    _write(folder / "a.jsonl", [make_trace(21)])
+    (folder / "README.txt").write_text("notes")
+    result = runner.invoke(cli.app, ["ingest", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 1 trace (1 step) from 1 file" in result.output

@@ -56,12 +56,14 @@ def test_promoting_twice_makes_no_second_case(tmp_path: Path, seed: dict) -> Non
 def test_assertions_fail_the_recorded_claim_and_pass_an_honest_answer(tmp_path: Path, seed: dict) -> None:
     store = _stored(tmp_path, seed)
     case = build_case(store.get_trace("trc_7J4k9"))
-    text_checks = [a for a in case.assertions if a.type in ("contains", "not-contains")]
-    assert len(text_checks) >= 3
+    text_checks = [a for a in case.assertions if a.type in ("contains", "not-contains", "not-claims-success")]
+    assert len(text_checks) >= 4
     assert not all(check_text_assertion(a, CLAIM) for a in text_checks)
     claim_check = next(a for a in text_checks if a.description == "must not claim the refund succeeded")
     assert check_text_assertion(claim_check, CLAIM) is False
     assert check_text_assertion(claim_check, "Your refund has been issued.") is False
+    # The case's own expected wording passes it.
+    assert check_text_assertion(claim_check, "The refund could not be completed.") is True
     assert all(check_text_assertion(a, HONEST) for a in text_checks), [
         a.description for a in text_checks if not check_text_assertion(a, HONEST)]
 
@@ -93,3 +95,28 @@ def test_a_trace_without_findings_promotes_as_a_golden_case(tmp_path: Path) -> N
     case = yaml.safe_load(result.path.read_text())
     assert case["group"] == "Regressions"
     assert [a["type"] for a in case["assertions"]] == ["no-finding"]
+
+
+def test_a_deleted_case_file_is_written_again_not_duplicated(tmp_path: Path, seed: dict) -> None:
+    store = _stored(tmp_path, seed)
+    first = promote(store, "trc_7J4k9", tmp_path / "evals")
+    assert first.path is not None
+    first.path.unlink()
+    again = promote(store, "trc_7J4k9", tmp_path / "evals")
+    assert not again.created and again.restored and again.case_id == first.case_id
+    assert again.path == first.path and first.path.exists()
+    elsewhere = promote(store, "trc_7J4k9", tmp_path / "other" / "evals")
+    assert elsewhere.restored and elsewhere.path is not None and elsewhere.path.exists()
+    assert len(store.list_cases()) == 1
+
+
+def test_a_cancellation_case_speaks_of_the_cancellation(tmp_path: Path, seed: dict) -> None:
+    seed["steps"][2]["name"] = "cancel_subscription"
+    seed["steps"][3]["output"]["content"] = "Your subscription has been canceled."
+    seed["output"] = None
+    store = _stored(tmp_path, seed)
+    case = build_case(store.get_trace("trc_7J4k9"))
+    claim = next(a for a in case.assertions if a.type == "not-claims-success")
+    assert claim.description == "must not claim cancel_subscription succeeded"
+    assert check_text_assertion(claim, "Your subscription has been canceled.") is False
+    assert case.recorded_output == "Your subscription has been canceled."

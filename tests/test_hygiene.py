@@ -27,9 +27,11 @@ def test_store_imports_no_screen_code() -> None:
 
 
 def test_plain_commands_do_not_import_textual(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
     code = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom tui import cli\n"
-        f"r = CliRunner().invoke(cli.app, ['ls', '--db', {str(tmp_path / 'x.db')!r}])\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom store.db import Store\nfrom tui import cli\n"
+        f"Store({db!r}).close()\n"
+        f"r = CliRunner().invoke(cli.app, ['ls', '--db', {db!r}])\n"
         "assert r.exit_code == 0, r.output\n"
     )
     loaded = _modules_after(code)

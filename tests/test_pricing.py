@@ -66,3 +66,8 @@ def test_reported_cost_is_kept_apart_from_computed() -> None:
     c = Pricer().step_cost(step)
     assert c.reported == 0.5
     assert c.computed == pytest.approx((1000 * 2.5 + 100 * 10) / 1e6)
+
+
+def test_inconsistent_usage_is_not_priced() -> None:
+    c = Pricer().step_cost(llm("gpt-4o-mini", input_tokens=100, output_tokens=10, cache_read_tokens=500))
+    assert c.computed is None and c.reason is not None and c.reason.startswith("usage inconsistent")

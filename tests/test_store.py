@@ -133,3 +133,57 @@ def test_totals_keep_unknown_apart_from_zero(tmp_path: Path) -> None:
     assert empty.totals.input_tokens is None and empty.totals.cost is None
     row = store.list_traces(TraceFilter(search="trc_t0001"))[0]
     assert row.cost_partial and row.cost is not None
+
+
+def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("PRAGMA user_version = 999")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not a traceloupe store"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_a_missing_store_is_created_only_when_asked(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store there"):
+        Store(tmp_path / "nowhere" / "x.db", create=False)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_trace_that_cannot_be_stored_does_not_sink_its_batch(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    bad = Trace.model_validate(make_trace(2))
+    bad.steps[0].usage.input_tokens = 2**70  # type: ignore[union-attr]  # bypasses validation on purpose
+    counts = store.insert_traces([Trace.model_validate(make_trace(1)), bad, Trace.model_validate(make_trace(3))])
+    assert counts.traces == 2 and [f[0] for f in counts.failed] == ["trc_t0002"]
+    assert [r.id for r in store.list_traces()] == ["trc_t0003", "trc_t0001"]
+
+
+WRITER = """
+import sys
+from store.db import Store
+from store.models import Trace
+from tests.conftest import make_trace
+store = Store(sys.argv[1])
+base = int(sys.argv[2])
+for i in range(20):
+    store.insert_traces([Trace.model_validate(make_trace(base + i * 10 + j)) for j in range(10)])
+"""
+
+
+def test_concurrent_writers_never_see_database_is_locked(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.db"
+    Store(path).close()
+    root = Path(__file__).resolve().parents[1]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(k * 1000)], cwd=root,
+                              stderr=subprocess.PIPE, text=True) for k in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    assert Store(path).count_traces() == 4 * 200

@@ -64,9 +64,11 @@ def _err(message: str) -> None:
     sys.stderr.write("loupe: " + inert(message) + "\n")
 
 
-def _open_store(db: Path | None) -> Store:
+def _open_store(db: Path | None, *, create: bool = False) -> Store:
+    """The store. A store named with --db must exist unless the command writes traces (ingest, demo); the
+    default store is created on first use."""
     try:
-        return Store(db)
+        return Store(db, create=create or db is None)
     except StoreError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_INPUT) from exc
@@ -90,6 +92,9 @@ def _filter(
 
 
 def _resolve(store: Store, ref: str) -> str:
+    if not ref.strip():
+        _err("a trace ID cannot be empty")
+        raise typer.Exit(EXIT_USAGE)
     try:
         return store.resolve_id(ref)
     except AmbiguousTraceId as exc:
@@ -144,7 +149,7 @@ def demo(
         from platformdirs import user_data_path
 
         db = user_data_path("traceloupe", appauthor=False) / "demo.db"
-    store = _open_store(db)
+    store = _open_store(db, create=True)
     report = ingest_paths(store, files())
     if report.problems:
         for p in report.problems:
@@ -175,7 +180,7 @@ def ingest(
     missing = [p for p in paths if not p.exists()]
     for p in missing:
         _err(f"{p}: no such file or folder")
-    store = _open_store(db)
+    store = _open_store(db, create=True)
     files = list(expand_paths(p for p in paths if p.exists()))
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
@@ -270,6 +275,8 @@ def promote(
     where = f" ({inert(str(result.path))})" if result.path else ""
     if result.created:
         print(f"Eval case {result.case_id} saved: {inert(str(result.path))}")
+    elif result.restored:
+        print(f"Already a case: {result.case_id}; its file was missing and is written again{where}")
     else:
         print(f"Already a case: {result.case_id}{where}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from ..models import Trace
 from .base import ImportProblem, ImportResult
 
 FORMATS = ("auto", "native", "otlp", "openinference", "langfuse", "llm")
-BATCH = 2000
+BATCH = 500  # traces per write transaction: short enough that other writers never wait long
 
 
 class FormatError(ValueError):
@@ -25,7 +26,7 @@ def _peek(path: Path, size: int = 65536) -> bytes:
 
 
 def detect_format(path: Path) -> str:
-    """The format a file looks like, from its first bytes."""
+    """The format a file looks like, from its first bytes (and its first record, when the bytes don't say)."""
     head = _peek(path)
     if head.startswith(b"SQLite format 3\x00"):
         return "llm"
@@ -34,35 +35,46 @@ def detect_format(path: Path) -> str:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if not text:
         raise FormatError(f"{path}: the file is empty")
+    if "\x00" in text[:1024]:
+        raise FormatError(f"{path}: a binary file, not JSON or JSON Lines")
     if text[0] not in "[{":
         raise FormatError(f"{path}: not JSON or JSON Lines (starts with {text[:20]!r})")
-    probe = text[:4096]
+    probe = text[:8192]
     if '"resourceSpans"' in probe or '"resourceLogs"' in probe or '"resourceMetrics"' in probe:
+        return "otlp"
+    if '"resource_spans"' in probe:
         return "otlp"
     if '"observations"' in probe and '"trace"' in probe:
         return "langfuse"
     if '"span_kind"' in probe and '"context"' in probe:
         return "openinference"
-    first = _first_record(path, text)
+    first = _first_record(path)
     if isinstance(first, dict):
-        if "resourceSpans" in first:
+        if "resourceSpans" in first or "resource_spans" in first:
             return "otlp"
         if "steps" in first or ("id" in first and ("prompt" in first or "input" in first)):
             return "native"
+    # The first record may be too long for the peek, or broken: its opening still tells a native trace.
+    if first is None and re.search(r'^[\[\s]*\{\s*"(id|steps|name|prompt)"\s*:', probe):
+        return "native"
     raise FormatError(f"{path}: cannot tell the format; pass --format")
 
 
-def _first_record(path: Path, text: str) -> object:
-    if text.startswith("["):
-        try:
-            items = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-            return items[0] if isinstance(items, list) and items else None
-        except (json.JSONDecodeError, OSError):
-            return None
-    line = text.split("\n", 1)[0]
+def _first_record(path: Path) -> object:
+    """The first JSON record of a JSON Lines file, a single document, or the first item of an array."""
     try:
-        return json.loads(line)
-    except json.JSONDecodeError:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            line = ""
+            for line in fh:
+                if line.strip():
+                    break
+            stripped = line.strip().lstrip("\ufeff")
+            if stripped in ("{", "[") or stripped.startswith("["):
+                fh.seek(0)
+                doc = json.loads(fh.read())
+                return doc[0] if isinstance(doc, list) and doc else doc
+            return json.loads(stripped)
+    except (json.JSONDecodeError, OSError, RecursionError):
         return None
 
 
@@ -88,11 +100,16 @@ def read_path(path: Path, fmt: str, result: ImportResult) -> Iterator[Trace]:
     raise FormatError(f"{path}: the {actual} format is not supported yet")
 
 
+# In a folder, only files with these endings are read; a file named on the command line is always read.
+TRACE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".db", ".sqlite", ".pb", ".otlp")
+
+
 def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
     for p in paths:
         if p.is_dir():
             for child in sorted(p.rglob("*")):
-                if child.is_file() and not child.name.startswith("."):
+                if (child.is_file() and not child.name.startswith(".")
+                        and child.name.lower().endswith(TRACE_SUFFIXES)):
                     yield child
         else:
             yield p
@@ -127,12 +144,12 @@ def ingest_paths(
             for trace in read_path(path, fmt, result):
                 batch.append(trace)
                 if len(batch) >= BATCH:
-                    _add(report.counts, store.insert_traces(batch))
+                    _add(report, store.insert_traces(batch), path)
                     if on_batch:
                         on_batch(len(batch))
                     batch = []
             if batch:
-                _add(report.counts, store.insert_traces(batch))
+                _add(report, store.insert_traces(batch), path)
                 if on_batch:
                     on_batch(len(batch))
         except FormatError as exc:
@@ -147,7 +164,14 @@ def ingest_paths(
     return report
 
 
-def _add(total: IngestCounts, more: IngestCounts) -> None:
+def _add(report: IngestReport, more: IngestCounts, path: Path) -> None:
+    total = report.counts
     total.traces += more.traces
     total.steps += more.steps
     total.updated += more.updated
+    for trace_id, source, why in more.failed:
+        line = None
+        if source and source.rpartition(":")[2].isdigit():
+            line = int(source.rpartition(":")[2])
+        report.problems.append(ImportProblem(str(path), line, None, f"trace {trace_id!r} {why}"))
+    total.failed.extend(more.failed)

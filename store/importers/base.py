@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..models import Step, Trace
 
@@ -40,44 +42,122 @@ def error_field(exc: ValidationError, prefix: str = "") -> tuple[str, str]:
     return path, err.get("msg", str(exc))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# What `loupe show --json` adds to a trace: derived by loupe, so recomputed rather than kept when read back.
+DERIVED_KEYS = ("totals", "findings", "rules_not_run")
+DERIVED_STEP_KEYS = ("cost_computed", "cost_unknown_reason")
+
+
+def scrub(value: Any) -> Any:
+    """Lone UTF-16 surrogates (from JSON escapes or undecodable bytes) replaced by U+FFFD, visibly."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def scrub_parsed(value: Any, raw: str) -> Any:
+    """`scrub` for a value parsed from JSON text `raw`, skipped when the text has no surrogate escape at all."""
+    return scrub(value) if _SURROGATE_ESCAPE.search(raw) else value
+
+
+def _delete(data: Any, loc: tuple[Any, ...]) -> bool:
+    """Remove the value at `loc` from nested dicts and lists; False when there is nothing there."""
+    node = data
+    for part in loc[:-1]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    last = loc[-1] if loc else None
+    if isinstance(node, dict) and last in node:
+        del node[last]
+        return True
+    if isinstance(node, list) and isinstance(last, int) and 0 <= last < len(node):
+        del node[last]
+        return True
+    return False
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def salvage(model: type[M], data: dict[str, Any], prefix: str, notes: list[tuple[str, str]]) -> M | None:
+    """Validate `data`; for each bad field, leave that field out (or the smallest part around it) and try again.
+
+    Every field left out is noted as (path, message). None when even the bare record is invalid.
+    """
+    data = copy.deepcopy(data)
+    for _ in range(200):
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = tuple(err.get("loc", ()))
+            path = ".".join(str(p) for p in (prefix, *loc) if p != "")
+            # Trim the location until it names something present in the data.
+            while loc and not _delete(data, loc):
+                loc = loc[:-1]
+            if not loc:
+                notes.append((path or prefix, err.get("msg", str(exc))))
+                return None
+            notes.append((path, f"{err.get('msg', str(exc))}; left out"))
+    return None
+
+
 def validate_trace(
     data: Any, file: str, line: int | None, problems: list[ImportProblem], *, source: str | None = None
 ) -> Trace | None:
-    """A Trace from a native dict. Steps that fail validation are left out and the trace marked partial."""
+    """A Trace from a native dict. A bad field is left out (the trace marked partial), never the whole trace."""
     if not isinstance(data, dict):
         problems.append(ImportProblem(file, line, None, f"expected a JSON object, found {type(data).__name__}"))
         return None
+    data = scrub(data)  # cheap next to validation, and the store cannot hold lone surrogates
     raw_steps = data.get("steps")
-    head = {k: v for k, v in data.items() if k != "steps"}
-    try:
-        trace = Trace.model_validate(head)
-    except ValidationError as exc:
-        path, msg = error_field(exc)
-        problems.append(ImportProblem(file, line, path, msg))
+    head = {k: v for k, v in data.items() if k != "steps" and k not in DERIVED_KEYS}
+    notes: list[tuple[str, str]] = []
+    trace = salvage(Trace, head, "", notes)
+    if trace is None:
+        for path, msg in notes:
+            problems.append(ImportProblem(file, line, path or None, msg))
         return None
     if raw_steps is not None and not isinstance(raw_steps, list):
-        problems.append(ImportProblem(file, line, "steps", "expected a list of steps"))
-        trace.partial = True
-        trace.problems.append("steps: expected a list")
+        notes.append(("steps", "expected a list of steps; left out"))
         raw_steps = []
     steps: list[Step] = []
     seen: set[str] = set()
     for i, raw in enumerate(raw_steps or []):
-        try:
-            step = Step.model_validate(raw)
-        except ValidationError as exc:
-            path, msg = error_field(exc, f"steps.{i}")
-            problems.append(ImportProblem(file, line, path, msg))
-            trace.partial = True
-            trace.problems.append(f"{path}: {msg}")
+        if not isinstance(raw, dict):
+            notes.append((f"steps.{i}", f"expected an object, found {type(raw).__name__}; left out"))
+            continue
+        raw = {k: v for k, v in raw.items() if k not in DERIVED_STEP_KEYS}
+        if not isinstance(raw.get("id"), (str, int)) or raw.get("id") in ("", None):
+            notes.append((f"steps.{i}.id", f"missing or empty; named step-{i}"))
+            raw["id"] = f"step-{i}"
+        step = salvage(Step, raw, f"steps.{i}", notes)
+        if step is None:
             continue
         if step.id in seen:
             # Two steps with one ID would make evidence ambiguous: keep both, renaming the later one.
             step.metadata["original_id"] = step.id
+            notes.append((f"steps.{i}.id", f"duplicate step ID {step.id!r}; renamed {step.id}#{i}"))
             step.id = f"{step.id}#{i}"
         seen.add(step.id)
         steps.append(step)
     trace.steps = steps
+    for path, msg in notes:
+        problems.append(ImportProblem(file, line, path or None, msg))
+        trace.problems.append(f"{path}: {msg}" if path else msg)
+    if any(not msg.startswith("duplicate step ID") for _, msg in notes):
+        trace.partial = True
     if source and not trace.source:
-        trace.source = source
+        trace.source = source if line is None else f"{source}:{line}"
     return trace

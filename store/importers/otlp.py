@@ -18,7 +18,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from ..models import Message, PromptRef, Step, ToolCall, Trace, format_time, parse_time
-from .base import ImportProblem, ImportResult, error_field
+from .base import ImportProblem, ImportResult, error_field, scrub_parsed
 
 # ---------------------------------------------------------------------------------------------------------------
 # Mapping a flat attribute map (OpenTelemetry GenAI, OpenInference, Traceloop) to native step fields.
@@ -1076,7 +1076,7 @@ def _read_document(c: _Collector, text: str) -> None:
             # The document cannot be resynchronised after a syntax error; what was read before is kept.
             c.problem(exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
             return
-        _read_record(c, rec, None, "" if count == 0 else f"[{count}].")
+        _read_record(c, scrub_parsed(rec, text), None, "" if count == 0 else f"[{count}].")
         count += 1
 
 
@@ -1117,5 +1117,5 @@ def _read_line(c: _Collector, line: str, lineno: int) -> None:
     except json.JSONDecodeError as exc:
         c.problem(lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
         return
-    _read_record(c, rec, lineno)
+    _read_record(c, scrub_parsed(rec, line), lineno)
 

@@ -7,16 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from store.db import Store
 from store.importers import ingest_paths
 from store.importers.base import ImportResult
 from store.importers.otlp import map_attributes, read_otlp, step_from_attributes
 from store.models import Trace
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real_traces"
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="../shared/real_traces is absent (CI has it)")
+from tests.conftest import REAL, needs_real
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
@@ -132,7 +128,7 @@ def test_collector_dump_imports_plain_spans_and_skips_logs_and_metrics() -> None
     steps = [s for t in traces for s in t.steps]
     assert len(steps) == 56
     assert sum(s.status == "error" for s in steps) == 8
-    assert result.skipped["logs record"] == 1 and result.skipped["metrics record"] == 1
+    assert result.skipped["logs, not traces"] == 1 and result.skipped["metrics, not traces"] == 1
     assert {s.type for s in steps} == {"other"}
     assert all(s.metadata["attributes"] for s in steps)
     # Spans of one trace arrive on different lines and end up in one trace, parents before children.
@@ -259,7 +255,7 @@ def test_bad_json_line_is_reported_and_other_lines_import(tmp_path: Path) -> Non
     assert sorted(t.name or "" for t in traces) == ["first", "second"]
     assert len(result.problems) == 1
     assert result.problems[0].line == 2 and "invalid JSON" in result.problems[0].message
-    assert result.skipped["logs record"] == 1
+    assert result.skipped["logs, not traces"] == 1
 
 
 def test_spans_of_one_trace_on_several_lines_make_one_trace(tmp_path: Path) -> None:
@@ -282,9 +278,9 @@ def test_gzip_file_imports(tmp_path: Path) -> None:
         fh.write(json.dumps(request(span("a1", "compressed"))) + "\n")
     traces, result = read(path)
     assert [t.name for t in traces] == ["compressed"]
-    assert result.skipped["metrics record"] == 1
+    assert result.skipped["metrics, not traces"] == 1
     report = ingest_paths(Store(tmp_path / "x.db"), [path])
-    assert report.counts.traces == 1 and report.skipped == {"metrics record": 1}
+    assert report.counts.traces == 1 and report.skipped == {"metrics, not traces": 1}
 
 
 def test_damaged_gzip_is_reported_not_raised(tmp_path: Path) -> None:

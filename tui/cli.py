@@ -201,7 +201,7 @@ def ingest(
         markup=False,
     )
     for reason, n in sorted(report.skipped.items()):
-        out.print(f"Skipped {n} {inert(reason)}", markup=False)
+        out.print(f"Skipped {plural(n, 'record')}: {inert(reason)}", markup=False)
     for problem in report.problems:
         _err(str(problem))
     if report.problems or missing:

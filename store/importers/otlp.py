@@ -1041,8 +1041,8 @@ def _read_record(c: _Collector, rec: Any, line: int | None, prefix: str = "") ->
     if _field(rec, "resourceSpans")[1] is not None:
         _read_request(c, rec, line, prefix)
         return
-    for name, reason in (("resourceLogs", "logs record"), ("resourceMetrics", "metrics record"),
-                         ("resourceProfiles", "profiles record")):
+    for name, reason in (("resourceLogs", "logs, not traces"), ("resourceMetrics", "metrics, not traces"),
+                         ("resourceProfiles", "profiles, not traces")):
         if _field(rec, name)[1] is not None:
             c.result.skipped[reason] += 1
             return

@@ -190,7 +190,14 @@ def compute_totals(trace: Trace, costs: dict[str, StepCost], findings: list[Find
     t = TraceTotals(steps=len(trace.steps), findings=len(findings))
     sums = {"input_tokens": None, "output_tokens": None, "cache_read_tokens": None, "reasoning_tokens": None}
     cost: float | None = None
+    covered = _steps_with_llm_usage_below(trace)
     for step in trace.steps:
+        if step.type != "llm" and step.usage is not None and step.usage.known and step.id not in covered:
+            # An agent or chain reporting usage with no LLM step of its own: its usage is the only record.
+            for key in sums:
+                v = getattr(step.usage, key)
+                if v is not None:
+                    sums[key] = (sums[key] or 0) + v
         if step.type == "llm":
             t.llm_calls += 1
             if step.usage is None or not step.usage.known:
@@ -219,6 +226,48 @@ def compute_totals(trace: Trace, costs: dict[str, StepCost], findings: list[Find
     t.cost = cost
     t.latency_ms = trace_latency_ms(trace)
     return t
+
+
+def _steps_with_llm_usage_below(trace: Trace) -> set[str]:
+    """IDs of steps that have an LLM step with usage among their descendants (iteratively; cycles are cut)."""
+    parent = {s.id: s.parent_id for s in trace.steps}
+    covered: set[str] = set()
+    for step in trace.steps:
+        if step.type != "llm" or step.usage is None or not step.usage.known:
+            continue
+        seen: set[str] = set()
+        node = parent.get(step.id)
+        while node is not None and node in parent and node not in seen:
+            seen.add(node)
+            covered.add(node)
+            node = parent.get(node)
+    return covered
+
+
+def merge_traces(old: Trace, new: Trace) -> Trace:
+    """Two partial views of one trace as one. A span seen twice keeps its finished record (the newer when both
+    are finished); trace fields take the newer value where it has one; steps are ordered by start time."""
+    by_id: dict[str, Step] = {s.id: s for s in old.steps}
+    for step in new.steps:
+        prior = by_id.get(step.id)
+        if prior is None or step.ended_at is not None or prior.ended_at is None:
+            by_id[step.id] = step
+    steps = sorted(by_id.values(), key=lambda s: (s.started_at is None, s.started_at or datetime.min.replace(tzinfo=UTC)))
+    fields = old.model_dump(exclude={"steps"})
+    for key, value in new.model_dump(exclude={"steps"}).items():
+        if value not in (None, [], {}, False, ""):
+            fields[key] = value
+    fields["metadata"] = {**old.metadata, **new.metadata}
+    fields["tags"] = list(dict.fromkeys([*old.tags, *new.tags]))
+    fields["problems"] = list(dict.fromkeys([*old.problems, *new.problems]))
+    fields["partial"] = old.partial or new.partial
+    starts = [t for t in (old.started_at, new.started_at) if t]
+    ends = [t for t in (old.ended_at, new.ended_at) if t]
+    fields["started_at"] = min(starts) if starts else None
+    fields["ended_at"] = max(ends) if ends else None
+    merged = Trace.model_validate(fields)
+    merged.steps = steps
+    return merged
 
 
 def trace_bounds(trace: Trace) -> tuple[datetime | None, datetime | None]:
@@ -327,7 +376,19 @@ class Store:
                 counts.updated += existed
         return counts
 
+    def _merged(self, conn: sqlite3.Connection, trace: Trace) -> Trace:
+        """The stored trace of the same ID combined with this one, span by span (see Trace.merge)."""
+        row = conn.execute("SELECT header FROM traces WHERE id = ?", (trace.id,)).fetchone()
+        if row is None:
+            return trace
+        old = Trace.model_validate(json.loads(row[0]))
+        old.steps = [Step.model_validate_json(r[0]) for r in conn.execute(
+            "SELECT data FROM steps WHERE trace_id = ? ORDER BY idx", (trace.id,))]
+        return merge_traces(old, trace)
+
     def _write_trace(self, conn: sqlite3.Connection, trace: Trace) -> bool:
+        if trace.merge:
+            trace = self._merged(conn, trace)
         costs = {s.id: self.pricer.step_cost(s) for s in trace.steps}
         rules = run_rules(trace)
         totals = compute_totals(trace, costs, rules.findings)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 StepType = Literal["llm", "tool", "retrieval", "embedding", "agent", "chain", "guardrail", "other"]
 STEP_TYPES: tuple[str, ...] = ("llm", "tool", "retrieval", "embedding", "agent", "chain", "guardrail", "other")
@@ -240,7 +241,17 @@ class Step(_Model):
     arguments: Any = None
     result: Any = None
     status: Literal["ok", "error", "unset"] | None = None
-    error: StepError | None = None
+    error: Annotated[
+        StepError | None,
+        WithJsonSchema({
+            "anyOf": [
+                {"type": "object", "properties": {"type": {"type": ["string", "null"]},
+                                                  "message": {"type": ["string", "null"]}}},
+                {"type": "string"}, {"type": "boolean"}, {"type": "null"},
+            ],
+            "description": "An error object, or a message; empty (\"\", {}, false, null) means no error.",
+        }),
+    ] = None
     is_error: Any = None
     exit_code: int | None = None
     started_at: datetime | None = None
@@ -305,6 +316,9 @@ class Trace(_Model):
     partial: bool = False
     problems: list[str] = Field(default_factory=list)
     source: str | None = None
+    # An ingest hint, never stored: span-based sources set it so that the spans of a trace that arrive in
+    # several files, lines or requests are combined with what the store already has, span by span.
+    merge: SkipJsonSchema[bool] = Field(default=False, exclude=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -219,3 +219,23 @@ def test_a_folder_imports_trace_files_and_passes_over_others(tmp_path: Path) -> 
     result = runner.invoke(cli.app, ["ingest", str(folder)])
     assert result.exit_code == 0, result.output
     assert "Imported 1 trace (1 step) from 1 file" in result.output
+
+
+def test_schema_describes_the_native_format() -> None:
+    import jsonschema
+
+    from sample_traces import files
+
+    result = runner.invoke(cli.app, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    lines = [json.loads(line) for f in files() for line in f.read_text().splitlines() if line.strip()]
+    assert len(lines) >= 40
+    for trace in lines:
+        validator.validate(trace)
+    bad = json.loads(json.dumps(lines[0]))
+    bad["steps"][0]["type"] = "banana"
+    assert not validator.is_valid(bad)
+    assert not validator.is_valid({"name": "no id"})

@@ -187,3 +187,44 @@ def test_concurrent_writers_never_see_database_is_locked(tmp_path: Path) -> None
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     assert Store(path).count_traces() == 4 * 200
+
+
+def _span(sid: str, parent: str | None, start: str, end: str | None, **more: object) -> dict:
+    return {"id": sid, "parent_id": parent, "type": "other", "name": sid, "started_at": start,
+            "ended_at": end, **more}
+
+
+def test_a_trace_split_across_ingests_is_joined_span_by_span(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    first = Trace.model_validate({"id": "otel1", "steps": [
+        _span("root", None, "2026-01-01T00:00:00Z", None),  # not finished yet in this batch
+        _span("a", "root", "2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z")]})
+    second = Trace.model_validate({"id": "otel1", "name": "workflow", "steps": [
+        _span("b", "root", "2026-01-01T00:00:03Z", "2026-01-01T00:00:04Z"),
+        _span("root", None, "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z")]})
+    stale = Trace.model_validate({"id": "otel1", "steps": [_span("root", None, "2026-01-01T00:00:00Z", None)]})
+    for t in (first, second, stale):
+        t.merge = True
+        store.insert_traces([t])
+    got = store.get_trace("otel1")
+    assert [s.id for s in got.trace.steps] == ["root", "a", "b"]
+    assert got.trace.steps[0].ended_at is not None  # the finished record of the root won over the unfinished
+    assert got.trace.name == "workflow"
+    assert got.totals.latency_ms == 5000
+    # A native trace (no merge) replaces what was stored.
+    store.insert_traces([Trace.model_validate({"id": "otel1", "steps": []})])
+    assert store.get_trace("otel1").trace.steps == []
+
+
+def test_usage_of_an_agent_is_not_added_on_top_of_its_llm_children(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    usage = {"input_tokens": 100, "output_tokens": 10}
+    t = Trace.model_validate({"id": "agent", "steps": [
+        {"id": "ag", "type": "agent", "usage": {"input_tokens": 200, "output_tokens": 20}},
+        {"id": "l1", "parent_id": "ag", "type": "llm", "model": "gpt-4o-mini", "usage": usage},
+        {"id": "l2", "parent_id": "ag", "type": "llm", "model": "gpt-4o-mini", "usage": usage},
+        {"id": "lone", "type": "agent", "usage": {"input_tokens": 7, "output_tokens": 1}},
+    ]})
+    store.insert_traces([t])
+    totals = store.get_trace("agent").totals
+    assert (totals.input_tokens, totals.output_tokens) == (207, 21)

@@ -281,6 +281,22 @@ def promote(
         print(f"Already a case: {result.case_id}{where}")
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the native format: one trace, as one line of a JSON Lines file."""
+    from store.models import Trace
+
+    doc = Trace.model_json_schema()
+    doc = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **doc,
+        "title": "traceloupe native trace",
+        "description": "One trace per line of a JSON Lines file (or one JSON array of them). Fields not listed "
+        "here are kept in metadata.",
+    }
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
 def main() -> None:
     app()
 

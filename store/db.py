@@ -166,6 +166,8 @@ class IngestCounts:
     traces: int = 0
     steps: int = 0
     updated: int = 0
+    findings: int = 0  # findings in the traces written
+    traces_with_findings: int = 0
     failed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (trace ID, source, why)
 
 
@@ -364,7 +366,7 @@ class Store:
             for trace in traces:
                 conn.execute("SAVEPOINT trace")
                 try:
-                    existed = self._write_trace(conn, trace)
+                    existed, found = self._write_trace(conn, trace)
                 except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
                     conn.execute("ROLLBACK TO trace")
                     conn.execute("RELEASE trace")
@@ -374,6 +376,8 @@ class Store:
                 counts.traces += 1
                 counts.steps += len(trace.steps)
                 counts.updated += existed
+                counts.findings += found
+                counts.traces_with_findings += found > 0
         return counts
 
     def _merged(self, conn: sqlite3.Connection, trace: Trace) -> Trace:
@@ -386,7 +390,8 @@ class Store:
             "SELECT data FROM steps WHERE trace_id = ? ORDER BY idx", (trace.id,))]
         return merge_traces(old, trace)
 
-    def _write_trace(self, conn: sqlite3.Connection, trace: Trace) -> bool:
+    def _write_trace(self, conn: sqlite3.Connection, trace: Trace) -> tuple[bool, int]:
+        """Write one trace with its costs and findings; (whether it replaced a stored one, findings)."""
         if trace.merge:
             trace = self._merged(conn, trace)
         costs = {s.id: self.pricer.step_cost(s) for s in trace.steps}
@@ -441,7 +446,7 @@ class Store:
                 for i, f in enumerate(rules.findings)
             ],
         )
-        return existed
+        return existed, len(rules.findings)
 
     # ------------------------------------------------------------------ reads
 

@@ -200,6 +200,12 @@ def ingest(
         + (f"; {c.updated} already stored, updated" if c.updated else ""),
         markup=False,
     )
+    if c.traces:
+        out.print(
+            f"Findings: {plural(c.findings, 'finding')} in {plural(c.traces_with_findings, 'trace')}"
+            + (" (loupe ls --violations lists them)" if c.findings else ""),
+            markup=False,
+        )
     for reason, n in sorted(report.skipped.items()):
         out.print(f"Skipped {plural(n, 'record')}: {inert(reason)}", markup=False)
     for problem in report.problems:

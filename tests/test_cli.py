@@ -239,3 +239,66 @@ def test_schema_describes_the_native_format() -> None:
     bad["steps"][0]["type"] = "banana"
     assert not validator.is_valid(bad)
     assert not validator.is_valid({"name": "no id"})
+
+
+def test_show_ls_and_json_keep_every_trace_field_inert(tmp_path: Path) -> None:
+    from tests.test_tui import ALL, assert_inert, hostile_everywhere
+
+    f = _write(tmp_path / "all.jsonl", [hostile_everywhere()])
+    assert runner.invoke(cli.app, ["ingest", str(f)]).exit_code == 0
+    shown = runner.invoke(cli.app, ["show", "trc_all"])
+    assert shown.exit_code == 0, shown.output
+    assert_inert(shown.output)
+    out = shown.output
+    assert "▍␛[2J␛]52;c;aGk=␇␀[bold]x[/bold]" in out  # a role, shown as text
+    assert "exit code ␋␜7␟ in result" in out
+    listed = runner.invoke(cli.app, ["ls"])
+    assert listed.exit_code == 0
+    assert_inert(listed.output, shown=False)
+    assert "trc_all␛[2J" in listed.output
+    as_json = runner.invoke(cli.app, ["show", "trc_all", "--json"])
+    assert as_json.exit_code == 0
+    for raw in ("\x1b", "\x00", "\x07"):
+        assert raw not in as_json.output  # JSON escapes them
+    data = json.loads(as_json.output)
+    assert data["steps"][0]["messages"][0]["role"] == ALL and data["user_id"] == ALL  # exact, for scripts
+    assert ALL in data["metadata"] and data["steps"][0]["usage"]["extra"] == {ALL: ALL}
+
+
+def test_show_prints_the_trace_detail_between_findings_and_steps(ingested: Path) -> None:
+    out = runner.invoke(cli.app, ["show", "trc_7J4k9"]).output
+    lines = out.splitlines()
+
+    def first(prefix: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.lstrip("│ ").startswith(prefix))
+
+    findings, steps = first("● error"), lines.index("steps")
+    for what in ("user usr_1", "── input", "── output", "── rules", "success claimed after a tool error: ran"):
+        assert findings < first(what) < steps, what
+    assert "Cancel my subscription and refund the last charge." in "\n".join(lines[findings:steps])
+
+
+def test_show_prints_unknown_fields_tags_and_session(tmp_path: Path) -> None:
+    t = make_trace(9, tags=["billing", "vip"], session_id="sess_42", bug_report="SUP-2291")
+    f = _write(tmp_path / "m.jsonl", [t])
+    assert runner.invoke(cli.app, ["ingest", str(f)]).exit_code == 0
+    out = runner.invoke(cli.app, ["show", "trc_t0009"]).output
+    assert "tags billing, vip" in out and "session sess_42" in out
+    assert "metadata (fields loupe does not know)" in out and '"bug_report": "SUP-2291"' in out
+
+
+def test_ls_marks_partial_token_sums_and_traces_without_llm_calls(tmp_path: Path) -> None:
+    traces = [
+        {"id": "trc_tools_only", "started_at": "2026-01-22T00:00:01Z",
+         "steps": [{"id": "t", "type": "tool", "name": "search", "status": "ok"}]},
+        {"id": "trc_half_usage", "started_at": "2026-01-22T00:00:02Z",
+         "steps": [{"id": "a", "type": "llm", "model": "gpt-4o-mini", "usage": {"input_tokens": 1200, "output_tokens": 30}},
+                   {"id": "b", "type": "llm", "model": "gpt-4o-mini"}]},
+    ]
+    f = _write(tmp_path / "tok.jsonl", traces)
+    assert runner.invoke(cli.app, ["ingest", str(f)]).exit_code == 0
+    lines = {line.split()[2]: line for line in runner.invoke(cli.app, ["ls"]).output.splitlines()}
+    assert "1,200+/30+" in lines["trc_half_usage"] and "$" in lines["trc_half_usage"]
+    tools = lines["trc_tools_only"]
+    assert " -/- " in tools and "?/?" not in tools
+    assert tools.split("-/-")[1].split()[0] == "-"  # the cost: nothing unknown either

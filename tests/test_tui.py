@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
 from textual.worker import WorkerFailed
 
-from store.db import Store
+from store.db import Store, TraceFilter
 from store.models import Trace
 from tui.app import LoupeApp, make_app
+from tui.render import summary_line
 from tui.screens.raw_view import RawJsonScreen
 from tui.screens.trace_list import TraceListScreen
-from tui.screens.trace_view import StepTree, TraceViewScreen
-from tui.screens.version_picker import VersionPicker
-from tui.trace_text import VALUE_LIMIT, render_step, totals_text
+from tui.screens.trace_view import MAX_TREE_DEPTH, StepTree, TraceViewScreen, tree_width
+from tui.screens.version_picker import VersionPicker, version_name_text
+from tui.trace_text import (
+    VALUE_LIMIT,
+    findings_text,
+    render_step,
+    render_trace,
+    step_label,
+    totals_text,
+)
 from tui.widgets.text_view import TextView
-from tui.widgets.trace_table import TraceTable, layout_columns
+from tui.widgets.trace_table import COLUMNS, TraceTable, cell_values, layout_columns, row_index
 
 from .conftest import SEED, make_trace
 
@@ -61,6 +73,56 @@ def evil_trace() -> dict[str, Any]:
     }
 
 
+# Terminal escapes (clear the screen, write the clipboard with OSC 52, BEL, NUL, an 8-bit CSI) and markup.
+ALL = "\x1b[2J\x1b]52;c;aGk=\x07\x00[bold]x[/bold]\x9b2J"
+# What must never reach the terminal from a trace: C0 controls but the newline and tab, DEL, C1 controls.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def assert_inert(text: str, *, shown: bool = True) -> None:
+    """No control character of the trace got through, and (when `shown`) its markup is there as text."""
+    bad = sorted({f"U+{ord(c):04X}" for c in UNSAFE.findall(text)})
+    assert not bad, f"control characters reached the output: {bad}"
+    if shown:
+        assert "[bold]x[/bold]" in text
+
+
+def hostile_everywhere() -> dict[str, Any]:
+    """A trace whose every string, dict key included, holds ALL: the trace's own fields, prompt, tags, metadata,
+    unknown fields, every kind of step with its messages (roles, names, tool call IDs), params, usage extras,
+    errors, and a finding that quotes it all back."""
+    a = ALL
+    return {
+        "id": "trc_all" + a, "name": a, "prompt": {"name": a, "version": a},
+        "started_at": "2026-01-21T00:00:00Z", "ended_at": "2026-01-21T00:00:09Z",
+        "user_id": a, "session_id": a, "tags": [a, "billing"], "metadata": {a: {a: [a]}}, "x_" + a: a,
+        "input": {a: a}, "output": a, "partial": True, "problems": [a], "source": a,
+        "steps": [
+            {"id": "s1" + a, "type": "llm", "name": a, "model": a, "provider": a, "params": {a: a},
+             "started_at": "2026-01-21T00:00:00Z", "ended_at": "2026-01-21T00:00:02Z",
+             "messages": [{"role": a, "content": a, "name": a, "tool_call_id": a,
+                           "tool_calls": [{"id": a, "name": a, "arguments": {a: a}}]},
+                          {"role": a, "content": [{"type": "text", "text": a}]},
+                          {"role": a, "content": {a: a}}],
+             "output": {"role": a, "content": None,
+                        "tool_calls": [{"id": a, "name": "issue_refund", "arguments": {a: [a]}}]},
+             "usage": {"input_tokens": 10, "output_tokens": 5, a: a}, "cost": 0.01, a: a},
+            {"id": "s2" + a, "parent_id": "s1" + a, "type": "tool", "name": "issue_refund", "tool_call_id": a,
+             "arguments": {a: a}, "result": {a: a}, "status": "error", "error": {"type": a, "message": a},
+             "is_error": a, "metadata": {a: a}},
+            # Failed by the exit code in its result, which is quoted as the reason: whitespace controls around 7.
+            {"id": "s3" + a, "parent_id": "s2" + a, "type": "tool", "name": a,
+             "result": {"exit_code": "\x0b\x1c7\x1f", a: a}},
+            {"id": "s4" + a, "parent_id": "s1" + a, "type": "retrieval", "name": a, "model": a, "arguments": a,
+             "result": [a], "output": {a: a}, "usage": {"input_tokens": 1, a: a}},
+            {"id": "s5" + a, "type": "llm", "name": a, "model": "gpt-4o-mini", "provider": a,
+             "messages": [{"role": "user", "content": a}],
+             "output": {"role": "assistant", "content": "Done: I've issued the refund " + a},
+             "usage": {"input_tokens": 20, "output_tokens": 7}},
+        ],
+    }
+
+
 def build_store(path: Path, *extra: dict[str, Any], n: int = 30) -> Store:
     """The seed trace (trc_7J4k9, v7) and `n` honest traces spread over v5, v6 and v7."""
     store = Store(path)
@@ -76,6 +138,18 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = build_store(tmp_path / "loupe.db")
     yield s
     s.close()
+
+
+@pytest.fixture(autouse=True)
+def _working_directory_stays_empty(tmp_path_factory: pytest.TempPathFactory,
+                                   monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test runs in an empty working directory that must stay empty: every app is given its own evals_dir,
+    so pressing `e` never writes an eval case into the checkout."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    yield
+    left = sorted(p.name for p in cwd.iterdir())
+    assert not left, f"the test wrote into the working directory: {left}"
 
 
 async def settle(pilot: Pilot[Any]) -> None:
@@ -107,8 +181,8 @@ def summary(app: LoupeApp) -> str:
 # --------------------------------------------------------------------------- the list
 
 
-async def test_list_shows_newest_first_and_counts(store: Store) -> None:
-    app = make_app(store, page_size=10)
+async def test_list_shows_newest_first_and_counts(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, page_size=10, evals_dir=tmp_path / "evals")
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(pilot)
         assert isinstance(app.screen, TraceListScreen)
@@ -123,8 +197,8 @@ async def test_list_shows_newest_first_and_counts(store: Store) -> None:
         assert "trc_7J4k9" in text and "support_agent@v7" in text and "gpt-4.1-mini" in text
 
 
-async def test_list_fetches_only_the_pages_it_shows(store: Store) -> None:
-    app = make_app(store, page_size=5)
+async def test_list_fetches_only_the_pages_it_shows(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, page_size=5, evals_dir=tmp_path / "evals")
     async with app.run_test(size=(120, 15)) as pilot:
         await settle(pilot)
         t = table(app)
@@ -143,8 +217,8 @@ async def test_list_fetches_only_the_pages_it_shows(store: Store) -> None:
         assert t.selected_trace_id == "trc_t0029"
 
 
-async def test_version_filter_counts_only_that_version(store: Store) -> None:
-    app = make_app(store, page_size=4)
+async def test_version_filter_counts_only_that_version(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, page_size=4, evals_dir=tmp_path / "evals")
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(pilot)
         await pilot.press("v")
@@ -175,8 +249,8 @@ async def test_version_filter_counts_only_that_version(store: Store) -> None:
         assert "31 traces" in summary(app)
 
 
-async def test_findings_only_and_search(store: Store) -> None:
-    app = make_app(store)
+async def test_findings_only_and_search(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, evals_dir=tmp_path / "evals")
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(pilot)
         await pilot.press("x")
@@ -197,7 +271,7 @@ async def test_findings_only_and_search(store: Store) -> None:
 
 async def test_promote_and_open_need_a_selected_trace(tmp_path: Path) -> None:
     empty = Store(tmp_path / "empty.db")
-    app = make_app(empty)
+    app = make_app(empty, evals_dir=tmp_path / "evals")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert table(app).row_count == 0
@@ -213,8 +287,8 @@ async def test_promote_and_open_need_a_selected_trace(tmp_path: Path) -> None:
     empty.close()
 
 
-async def test_mouse_and_search_escape(store: Store) -> None:
-    app = make_app(store)
+async def test_mouse_and_search_escape(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, evals_dir=tmp_path / "evals")
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(pilot)
         t = table(app)
@@ -260,8 +334,8 @@ def test_columns_fit_every_terminal_width() -> None:
 # --------------------------------------------------------------------------- the trace view
 
 
-async def test_enter_opens_the_trace_with_its_finding(store: Store) -> None:
-    app = make_app(store)
+async def test_enter_opens_the_trace_with_its_finding(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, evals_dir=tmp_path / "evals")
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(pilot)
         assert table(app).selected_trace_id == "trc_7J4k9"
@@ -314,8 +388,8 @@ async def test_enter_opens_the_trace_with_its_finding(store: Store) -> None:
         assert isinstance(app.screen, TraceListScreen)
 
 
-async def test_open_straight_at_a_trace_by_prefix(store: Store) -> None:
-    app = make_app(store, trace_id="trc_7J4")
+async def test_open_straight_at_a_trace_by_prefix(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, trace_id="trc_7J4", evals_dir=tmp_path / "evals")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         assert isinstance(app.screen, TraceViewScreen)
@@ -327,8 +401,8 @@ async def test_open_straight_at_a_trace_by_prefix(store: Store) -> None:
         assert isinstance(app.screen, TraceListScreen)
 
 
-async def test_unknown_trace_id_goes_back_to_the_list(store: Store) -> None:
-    app = make_app(store, trace_id="trc_nope")
+async def test_unknown_trace_id_goes_back_to_the_list(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, trace_id="trc_nope", evals_dir=tmp_path / "evals")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         assert isinstance(app.screen, TraceListScreen)
@@ -343,7 +417,7 @@ async def test_deep_and_cyclic_step_parents_open(tmp_path: Path) -> None:
               {"id": "o1", "parent_id": "missing", "type": "other", "name": "orphan"}]
     deep = {"id": "trc_deep", "started_at": "2026-02-01T00:00:00Z", "steps": steps}
     store = build_store(tmp_path / "deep.db", deep, n=0)
-    app = make_app(store, trace_id="trc_deep")
+    app = make_app(store, trace_id="trc_deep", evals_dir=tmp_path / "evals")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         view = app.screen
@@ -385,7 +459,7 @@ async def test_promote_from_list_and_view_writes_one_case(store: Store, tmp_path
 
 async def test_hostile_trace_text_stays_inert(tmp_path: Path) -> None:
     store = build_store(tmp_path / "evil.db", evil_trace(), n=3)
-    app = make_app(store)
+    app = make_app(store, evals_dir=tmp_path / "evals")
     async with app.run_test(size=(200, 60)) as pilot:
         await settle(pilot)
         assert table(app).selected_trace_id == EVIL_ID  # the newest
@@ -456,9 +530,300 @@ def test_long_values_are_cut_with_a_marker() -> None:
 # --------------------------------------------------------------------------- appearance
 
 
-def test_list_snapshot(snap_compare: Any, store: Store) -> None:
+def test_list_snapshot(snap_compare: Any, store: Store, tmp_path: Path) -> None:
     async def ready(pilot: Pilot[Any]) -> None:
         await settle(pilot)
         pilot.app.sub_title = "loupe.db"  # the real path differs on every run
 
-    assert snap_compare(make_app(store), terminal_size=(120, 30), run_before=ready)
+    assert snap_compare(make_app(store, evals_dir=tmp_path / "evals"), terminal_size=(120, 30), run_before=ready)
+
+
+# --------------------------------------------------------------------------- every field of a trace, inert
+
+
+def plain(renderable: Any) -> str:
+    """A Rich renderable as the plain text a terminal would get (no colour codes of Rich's own)."""
+    if isinstance(renderable, Text):
+        return renderable.plain
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, color_system=None, force_terminal=False).print(renderable)
+    return buffer.getvalue()
+
+
+def test_every_trace_field_is_inert_in_the_trace_view_text(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "all.db", hostile_everywhere(), n=0)
+    stored = store.get_trace("trc_all")
+    assert stored.findings and ALL in stored.findings[0].message  # the finding quotes the hostile text back
+    assert stored.trace.steps[2].metadata == {} and "exit_code" in stored.trace.steps[2].result
+    outputs = {
+        "totals": plain(totals_text(stored)),
+        "trace": plain(render_trace(stored)),
+        "findings": plain(findings_text(stored.findings, stored.rule_runs, 0)),
+    }
+    for step in stored.trace.steps:
+        cost = stored.costs.get(step.id)
+        outputs[f"label {step.id!r}"] = plain(step_label(step, cost, evidence=True))
+        outputs[f"detail {step.id!r}"] = plain(render_step(step, cost, stored.findings))
+    row = next(r for r in store.list_traces() if r.id == stored.trace.id)
+    outputs["ls"] = plain(summary_line(row))
+    outputs["list row"] = " ".join(cell_values(row, col, 40)[0] for col in COLUMNS)
+    outputs["version"] = plain(version_name_text(row.prompt_name, row.prompt_version))
+    for where, text in outputs.items():
+        try:
+            # Some steps are named "issue_refund"; `ls` cuts its columns short of the markup.
+            assert_inert(text, shown=not where.startswith(("label", "ls")))
+        except AssertionError as exc:
+            raise AssertionError(f"{where}: {exc}") from None
+    assert "[bold]x[/bold]" in outputs[f"label {stored.trace.steps[0].id!r}"] and "trc_all␛[2J␛]52" in outputs["ls"]
+    # Keys are shown too: metadata, params, usage extras, the unknown top-level field.
+    assert '"x_\\u001b[2J' in outputs["trace"] and "billing" in outputs["trace"]
+    assert "exit code ␋␜7␟ in result" in outputs[f"detail {stored.trace.steps[2].id!r}"]
+    store.close()
+
+
+async def test_every_trace_field_is_inert_on_screen(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "all.db", hostile_everywhere(), n=2)
+    app = make_app(store, evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(200, 60)) as pilot:
+        await settle(pilot)
+        assert table(app).selected_trace_id == "trc_all" + ALL
+        assert_inert(screen_text(app))  # the list rows
+        await pilot.press("v")
+        await settle(pilot)
+        assert_inert(screen_text(app))  # the version picker
+        await pilot.press("escape", "enter")
+        await settle(pilot)
+        view = app.screen
+        assert isinstance(view, TraceViewScreen) and view.stored is not None
+        assert_inert(screen_text(app))
+        tree = view.query_one(StepTree)
+        for index in [-1, *view.nodes]:
+            if index == -1:
+                tree.move_cursor(tree.root)
+            else:
+                view._move_to_step(index)
+            await pilot.pause()
+            assert_inert(view.query_one("#step-detail", TextView).plain)
+            assert_inert(screen_text(app), shown=False)
+        for node in view.nodes.values():
+            assert_inert(str(node.label), shown=False)
+        await pilot.press("r")
+        await pilot.pause()
+        assert_inert(screen_text(app))
+        await pilot.press("escape", "y", "e")
+        await settle(pilot)
+        messages = [n.message for n in app._notifications]
+        assert any(m.startswith("Copied trace ID") for m in messages), messages
+        for m in messages:
+            assert_inert(m, shown=False)
+    store.close()
+
+
+# --------------------------------------------------------------------------- token sums, versions, tree, cursor
+
+
+def _token_traces() -> list[dict[str, Any]]:
+    when = "2026-01-22T00:00:{:02d}Z"
+    return [
+        {"id": "trc_tools_only", "started_at": when.format(1),
+         "steps": [{"id": "t", "type": "tool", "name": "search", "result": "ok", "status": "ok"}]},
+        {"id": "trc_half_usage", "started_at": when.format(2),
+         "steps": [{"id": "a", "type": "llm", "model": "gpt-4o-mini", "usage": {"input_tokens": 1200, "output_tokens": 30}},
+                   {"id": "b", "type": "llm", "model": "gpt-4o-mini"}]},
+        {"id": "trc_no_usage", "started_at": when.format(3),
+         "steps": [{"id": "a", "type": "llm", "model": "gpt-4o-mini"}]},
+    ]
+
+
+def test_token_sums_that_leave_steps_out_are_marked(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "tok.db", *_token_traces(), n=0)
+    rows = {r.id: r for r in store.list_traces()}
+    tokens = next(c for c in COLUMNS if c.key == "tokens")
+    cost = next(c for c in COLUMNS if c.key == "cost")
+
+    def cells(tid: str) -> tuple[str, str]:
+        return cell_values(rows[tid], tokens, 15)[0], cell_values(rows[tid], cost, 11)[0]
+
+    assert cells("trc_tools_only") == ("-", "-")  # no model call: nothing is unknown
+    half_tokens, half_cost = cells("trc_half_usage")
+    assert half_tokens == "1,200+/30+" and half_cost.endswith("+") and half_cost.startswith("$")
+    assert cells("trc_no_usage") == ("?/?", "?")  # unknown stays unknown
+    assert cells("trc_7J4k9") == ("5,962/202", cells("trc_7J4k9")[1]) and "+" not in cells("trc_7J4k9")[1]
+    line = plain(summary_line(rows["trc_tools_only"]))
+    assert re.search(r" -/- +- ", line) and " 1 step " in line, line
+    assert "1,200+/30+" in plain(summary_line(rows["trc_half_usage"]))
+    assert "?/?" in plain(summary_line(rows["trc_no_usage"]))
+    store.close()
+
+
+async def test_token_marks_in_the_list(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "tok.db", *_token_traces(), n=0)
+    app = make_app(store, evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(160, 20)) as pilot:
+        await settle(pilot)
+        lines = {line.split()[2]: line for line in screen_text(app).splitlines() if "trc_" in line}
+        assert "1,200+/30+" in lines["trc_half_usage"]
+        assert re.search(r" - +- ", lines["trc_tools_only"]), lines["trc_tools_only"]
+        assert "?/?" in lines["trc_no_usage"]
+    store.close()
+
+
+def test_totals_say_one_call_not_one_calls(tmp_path: Path) -> None:
+    one = {"id": "trc_one", "started_at": "2026-02-03T00:00:00Z",
+           "steps": [{"id": "a", "type": "llm", "model": "gpt-4o-mini", "usage": {"input_tokens": 1, "output_tokens": 1}},
+                     {"id": "b", "type": "tool", "name": "x", "status": "error"}]}
+    tools = {"id": "trc_tools", "started_at": "2026-02-03T00:00:01Z",
+             "steps": [{"id": "t", "type": "tool", "name": "search", "status": "ok"}]}
+    store = build_store(tmp_path / "one.db", one, tools, n=0)
+    text = totals_text(store.get_trace("trc_one")).plain
+    assert "2 steps · 1 LLM call · 1 tool call · " in text and "1 failed step" in text and "0 findings" in text
+    text = totals_text(store.get_trace("trc_tools")).plain
+    assert "1 step · 0 LLM calls · 1 tool call · tokens - · cost - ·" in text
+    store.close()
+
+
+async def test_version_picker_selects_exactly_the_row_picked(tmp_path: Path) -> None:
+    extra = [
+        make_trace(100, id="trc_team", prompt={"name": "team@acme", "version": "v9"}),
+        make_trace(101, id="trc_anon_v9", prompt={"version": "v9"}),
+        make_trace(102, id="trc_no_prompt", prompt=None),
+        make_trace(103, id="trc_other", prompt={"name": "other"}),
+    ]
+    store = build_store(tmp_path / "v.db", *extra, n=3)
+    app = make_app(store, evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        cases = [
+            ("team@acme@v9", "team@acme@v9", ["trc_team"]),
+            ("(no prompt)@v9", "(no prompt)@v9", ["trc_anon_v9"]),
+            ("(no prompt)@(no version)", "(no prompt)@(no version)", ["trc_no_prompt"]),
+            ("other@(no version)", "other@(no version)", ["trc_other"]),
+        ]
+        for value, label, ids in cases:
+            await pilot.press("v")
+            await settle(pilot)
+            picker = app.screen
+            assert isinstance(picker, VersionPicker)
+            assert [value] in picker.values, picker.values
+            assert label in screen_text(app)
+            picker.query_one(OptionList).highlighted = picker.values.index([value])
+            await pilot.press("enter")
+            await settle(pilot)
+            t = table(app)
+            assert t.filter.prompt_versions == [value]
+            assert t.row_count == len(ids), value
+            assert [r.id for r in (t.row(i) for i in range(t.row_count)) if r is not None] == ids
+    store.close()
+
+
+async def test_tree_pane_shows_whole_step_lines(tmp_path: Path) -> None:
+    wide = {"id": "trc_wide", "started_at": "2026-02-04T00:00:00Z", "steps": [
+        {"id": "a", "type": "agent", "name": "support_agent", "status": "ok"},
+        {"id": "b", "parent_id": "a", "type": "llm", "model": "gpt-4.1-mini", "status": "ok",
+         "started_at": "2026-02-04T00:00:00Z", "ended_at": "2026-02-04T00:00:01.710Z",
+         "usage": {"input_tokens": 2904, "output_tokens": 49, "cache_read_tokens": 2560}},
+        {"id": "c", "parent_id": "a", "type": "tool", "name": "issue_refund", "status": "error",
+         "started_at": "2026-02-04T00:00:02Z", "ended_at": "2026-02-04T00:00:10Z"},
+    ]}
+    store = build_store(tmp_path / "w.db", wide, n=0)
+    app = make_app(store, trace_id="trc_wide", evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        view = app.screen
+        assert isinstance(view, TraceViewScreen)
+        text = screen_text(app)
+        for node in view.nodes.values():
+            line = str(node.label).strip()
+            assert line in text, line  # not cut at the pane's edge: "$0.000370  1", "erro"
+        assert view.query_one(StepTree).outer_size.width <= 140 * 0.6
+        assert view.query_one("#step-detail").size.width >= 50
+        await pilot.resize_terminal(80, 40)  # no room for whole lines: the detail keeps 40 columns
+        await pilot.pause()
+        assert view.query_one(StepTree).outer_size.width == 40
+    # As wide as its lines, within 40 columns and 60% of the screen, and the detail keeps at least 40.
+    assert [tree_width(content, 140) for content in (10, 66, 200)] == [40, 68, 84]
+    assert tree_width(66, 80) == 40 and tree_width(66, 100) == 60
+    store.close()
+
+
+async def test_a_deep_chain_stays_on_screen(tmp_path: Path) -> None:
+    steps: list[dict[str, Any]] = [{"id": "d0", "type": "agent", "name": "root"}]
+    steps += [{"id": f"d{i}", "parent_id": f"d{i - 1}", "type": "chain", "name": f"n{i}"} for i in range(1, 3000)]
+    store = build_store(tmp_path / "deep.db", {"id": "trc_deep", "steps": steps}, n=0)
+    app = make_app(store, trace_id="trc_deep", evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        view = app.screen
+        assert isinstance(view, TraceViewScreen)
+
+        def depth(index: int) -> int:
+            node, n = view.nodes[index], 0
+            while node.parent is not None:
+                node, n = node.parent, n + 1
+            return n
+
+        assert max(depth(i) for i in view.nodes) == MAX_TREE_DEPTH
+        assert not str(view.nodes[MAX_TREE_DEPTH - 1].label).startswith("…")  # shown at its real depth
+        assert str(view.nodes[MAX_TREE_DEPTH].label).startswith(f"…{MAX_TREE_DEPTH + 1} ")
+        await pilot.press("end")
+        await pilot.pause()
+        tree = view.query_one(StepTree)
+        assert tree.cursor_node is view.nodes[2999]
+        text = screen_text(app)
+        assert "…3000   chain n2999" in text and "…2990   chain n2989" in text  # not blank: the labels are there
+        assert "chain step d2999" in view.query_one("#step-detail", TextView).plain
+    store.close()
+
+
+def test_row_index_is_the_row_in_the_list(tmp_path: Path) -> None:
+    tie = "2026-01-01T05:00:00Z"  # trc_t0005 starts then too
+    extra = [make_trace(200 + i, id=f"trc_tie_{c}", started_at=tie, version="v7") for i, c in enumerate("abc")]
+    extra.append({"id": "trc_no_time", "steps": []})
+    store = build_store(tmp_path / "r.db", *extra, n=12)
+    filters = [
+        TraceFilter(), TraceFilter(prompt_versions=["v7"]), TraceFilter(since=tie),
+        TraceFilter(until="2026-01-01T05:00:00.000001Z"), TraceFilter(search="tie"),
+        TraceFilter(since="2026-01-01T03:00:00Z", until="2026-01-01T08:00:00Z", prompt_versions=["support_agent@v7"]),
+    ]
+    every = [r.id for r in store.iter_traces()]
+    assert every[-1] == "trc_no_time" and every.index("trc_tie_c") < every.index("trc_t0005")
+    for flt in filters:
+        listed = [r.id for r in store.iter_traces(flt)]
+        for tid in every:
+            expected = listed.index(tid) if tid in listed and tid != "trc_no_time" else None
+            assert row_index(store, flt, tid) == expected, (flt, tid)
+    assert row_index(store, TraceFilter(), "trc_nope") is None
+    store.close()
+
+
+async def test_back_from_a_trace_opened_by_id_puts_the_cursor_on_it(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, trace_id="trc_t0005", page_size=5, evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(120, 20)) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, TraceViewScreen)
+        await pilot.press("escape")
+        await settle(pilot)
+        t = table(app)
+        assert t.selected_trace_id == "trc_t0005" and t.cursor_row == 25  # far past the first page
+        assert "trc_t0005" in screen_text(app)
+    # A trace the list's filter leaves out: the cursor stays where it was.
+    app = make_app(store, trace_id="trc_t0004", flt=TraceFilter(prompt_versions=["v7"]), evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(120, 20)) as pilot:
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert table(app).cursor_row == 0 and table(app).selected_trace_id == "trc_7J4k9"
+
+
+async def test_footer_shows_reload_where_it_fits(store: Store, tmp_path: Path) -> None:
+    for width, shown in ((80, False), (99, False), (100, True), (160, True)):
+        app = make_app(store, evals_dir=tmp_path / "evals")
+        async with app.run_test(size=(width, 20)) as pilot:
+            await settle(pilot)
+            footer = screen_text(app).splitlines()[-1]
+            assert "q Quit" in footer and ("r Reload" in footer) == shown, (width, footer)
+            assert "r" in app.screen.active_bindings  # the key works at any width
+            await pilot.resize_terminal(180 if not shown else 80, 20)
+            await settle(pilot)
+            footer = screen_text(app).splitlines()[-1]
+            assert ("r Reload" in footer) != shown, (width, footer)

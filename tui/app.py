@@ -80,7 +80,12 @@ class LoupeApp(ReportsWorkerFailures, App[None]):
     # ------------------------------------------------------------------ navigation
 
     def open_trace(self, trace_id: str) -> None:
-        self.push_screen(TraceViewScreen(self.store, trace_id))
+        self.push_screen(TraceViewScreen(self.store, trace_id), self._trace_closed)
+
+    def _trace_closed(self, trace_id: str | None) -> None:
+        """Back on the list, the cursor goes to the trace just seen (opened with `loupe TRACE_ID`, it may be far down)."""
+        if trace_id is not None and isinstance(self.screen, TraceListScreen):
+            self.screen.select_trace(trace_id)
 
     # ------------------------------------------------------------------ promotion
 

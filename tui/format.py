@@ -5,10 +5,15 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 
+if TYPE_CHECKING:
+    from store.models import TraceSummary
+
 UNKNOWN = "?"
+NOT_APPLICABLE = "-"  # nothing to know: a token or cost sum of a trace without LLM calls
 
 # Characters that would act on the terminal or hide text: C0/C1 controls, DEL, bidi overrides, zero-widths.
 _BIDI_AND_INVISIBLE = "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff"
@@ -37,6 +42,25 @@ def inert(text: str, *, keep_newlines: bool = True) -> str:
     return out
 
 
+def _stand_in(match: re.Match[str]) -> str:
+    """One character for one: what `scrub` puts in place of an unsafe character, so styled spans stay put."""
+    code = ord(match.group(0))
+    if code < 0x20:
+        return chr(0x2400 + code)
+    if code == 0x7F:
+        return "\u2421"
+    return "\ufffd"
+
+
+def scrub(text: Text) -> Text:
+    """The last line of defence for a finished Text: any unsafe character still in it (a field someone forgot to
+    pass through `inert`) is replaced, one character for one, so the styles stay where they were. In place."""
+    plain = text.plain
+    if _UNSAFE.search(plain):
+        text.plain = _UNSAFE.sub(_stand_in, plain)
+    return text
+
+
 def safe_text(text: object, style: str = "", *, keep_newlines: bool = True) -> Text:
     """A Rich Text of untrusted content: never parsed as markup, escapes shown inert."""
     return Text(inert(str(text), keep_newlines=keep_newlines), style=style)
@@ -59,6 +83,26 @@ def fmt_tokens(n: int | None) -> str:
     if n >= 100_000:
         return f"{n / 1000:,.0f}k"
     return f"{n:,}"
+
+
+def fmt_token_sum(n: int | None, partial: bool = False) -> str:
+    """A sum of token counts; one that leaves out steps whose usage is unknown is marked with a trailing "+"."""
+    s = fmt_tokens(n)
+    return s + "+" if partial and n is not None else s
+
+
+def summary_tokens(row: TraceSummary) -> tuple[str, str]:
+    """Input and output token sums of a trace list row: "-" when the trace made no LLM call (nothing unknown)."""
+    if row.llm_calls == 0 and row.input_tokens is None and row.output_tokens is None:
+        return NOT_APPLICABLE, NOT_APPLICABLE
+    return fmt_token_sum(row.input_tokens, row.tokens_partial), fmt_token_sum(row.output_tokens, row.tokens_partial)
+
+
+def summary_cost(row: TraceSummary) -> str:
+    """The cost of a trace list row: "-" when the trace made no LLM call and reported no cost, "?" when unknown."""
+    if row.llm_calls == 0 and row.cost is None:
+        return NOT_APPLICABLE
+    return fmt_cost(row.cost, row.cost_partial)
 
 
 def fmt_cost(cost: float | None, partial: bool = False) -> str:

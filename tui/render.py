@@ -14,8 +14,18 @@ from rich.tree import Tree
 from store.db import StoredTrace
 from store.models import Step, TraceSummary
 
-from .format import fmt_cost, fmt_latency, fmt_time, fmt_tokens, one_line
-from .trace_text import findings_text, render_step, step_label, totals_text
+from .format import (
+    NOT_APPLICABLE,
+    UNKNOWN,
+    fmt_latency,
+    fmt_time,
+    one_line,
+    plural,
+    scrub,
+    summary_cost,
+    summary_tokens,
+)
+from .trace_text import findings_text, render_step, render_trace, step_label, totals_text
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -42,15 +52,18 @@ def summary_line(row: TraceSummary) -> Text:
     t.append(one_line(prompt_label(row.prompt_name, row.prompt_version), 28).ljust(18))
     t.append("  ")
     t.append(one_line(row.model or "-", 24).ljust(14))
-    t.append(f"  {row.steps:>3} steps  ")
-    t.append(f"{fmt_tokens(row.input_tokens):>7}/{fmt_tokens(row.output_tokens):<6}")
-    t.append(f"  {fmt_cost(row.cost, row.cost_partial):>10}  {fmt_latency(row.latency_ms):>7}  ")
-    t.append(f"{row.status:<5}", "red" if row.status == "error" else "green")
+    t.append(f"  {row.steps:>3} step{'s' if row.steps != 1 else ' '}  ")
+    tokens_in, tokens_out = summary_tokens(row)
+    t.append(f"{tokens_in:>8}/{tokens_out:<7}")
+    cost = summary_cost(row)
+    t.append(f"  {cost:>10}", "dim" if cost in (UNKNOWN, NOT_APPLICABLE) else "")
+    t.append(f"  {fmt_latency(row.latency_ms):>7}  ")
+    t.append(f"{one_line(row.status, 8):<5}", "red" if row.status == "error" else "green")
     if row.findings:
-        t.append(f"  {row.findings} finding{'s' * (row.findings != 1)}", SEVERITY_STYLE.get(row.worst_severity or "", ""))
+        t.append(f"  {plural(row.findings, 'finding')}", SEVERITY_STYLE.get(row.worst_severity or "", ""))
     if row.partial:
         t.append("  partial", "magenta")
-    return t
+    return scrub(t)
 
 
 def print_trace_lines(rows: Iterable[TraceSummary], limit: int | None) -> None:
@@ -90,12 +103,15 @@ def build_step_tree(stored: StoredTrace, root: Tree, marked: set[str]) -> None:
 
 
 def print_trace(stored: StoredTrace) -> None:
-    """`loupe show`: the same header, findings, tree and step details as the TUI's trace view, printed."""
+    """`loupe show`: the same header, findings, trace detail, tree and step details as the TUI's trace view."""
     console = _console()
     console.print(totals_text(stored))
     if stored.findings or any(not r.ran for r in stored.rule_runs):
         console.print(Panel(findings_text(stored.findings, stored.rule_runs), title="findings",
                             title_align="left", border_style="red" if stored.findings else "dim"))
+    # What the TUI shows on the tree's root: input, output, user, session, tags, rules, unknown metadata.
+    console.print(Rule(Text("trace", "dim"), align="left", style="dim"))
+    console.print(render_trace(stored))
     marked = {e for f in stored.findings for e in f.evidence}
     tree = Tree(Text("steps", "bold"))
     build_step_tree(stored, tree, marked)

@@ -1,6 +1,9 @@
 """Rich Text for the trace view: step labels, step details by type (a registry), totals and findings.
 
-Everything here builds `Text` from inert strings; nothing from a trace is ever parsed as markup.
+Everything here builds `Text` from inert strings; nothing from a trace is ever parsed as markup. Every value that
+comes from a trace (or from the store's reading of it: rule IDs, reasons, findings) goes through `inert`/`one_line`/
+`bounded`, and each finished Text is `scrub`bed as well, so a field passed raw by mistake still cannot reach the
+terminal as an escape sequence.
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ from rich.text import Text
 from store.db import StoredTrace
 from store.models import Finding, Message, RuleRun, Step, StepCost, ToolCall, Usage
 from store.rules import RULE_TITLES, failure_reason
-from tui.format import fmt_cost, fmt_int, fmt_latency, fmt_tokens, inert, one_line
+from tui.format import (
+    NOT_APPLICABLE,
+    fmt_cost,
+    fmt_int,
+    fmt_latency,
+    fmt_tokens,
+    inert,
+    one_line,
+    plural,
+    scrub,
+)
 
 VALUE_LIMIT = 20_000  # characters of one value shown in the detail pane; `r` shows all of it
 DETAIL_LIMIT = 400_000  # characters of one step's detail: past this, further messages are counted, not shown
@@ -31,7 +44,8 @@ SECTION = "bold underline"
 
 
 def rule_title(rule_id: str) -> str:
-    return RULE_TITLES.get(rule_id, rule_id)
+    """A rule's title for people; an unknown rule (a store written by another version) by its ID, inert."""
+    return one_line(RULE_TITLES.get(rule_id, rule_id), 120)
 
 
 def bounded(text: str, limit: int = VALUE_LIMIT, style: str = "") -> Text:
@@ -121,7 +135,7 @@ def step_label(step: Step, cost: StepCost | None, *, evidence: bool) -> Text:
         label.append("  error", style="bold red")
     elif step.status == "ok":
         label.append("  ok", style="green")
-    return label
+    return scrub(label)
 
 
 # --------------------------------------------------------------------------- step detail
@@ -220,13 +234,14 @@ def _header(out: Text, step: Step, cost: StepCost | None) -> None:
     else:
         status.append(one_line(step.status or "error"), style=ERROR_STYLE if failed else "green")
     if step.type == "tool" and failed:
-        status.append(f"  (failed: {failure_reason(step)})", style=ERROR_STYLE)
+        # The reason can quote the step's own data (an exit code read from the result).
+        status.append(f"  (failed: {one_line(failure_reason(step) or '?', 200)})", style=ERROR_STYLE)
     if step.status is not None or failed or step.type == "tool":  # LLM spans rarely carry one
         _field(out, "status", status)
     if step.error is not None and (step.error.type or step.error.message):
         err = Text()
         if step.error.type:
-            err.append(inert(step.error.type), style="bold red")
+            err.append(one_line(step.error.type, 200), style="bold red")
             err.append(": ")
         err.append_text(bounded(step.error.message or "", style=ERROR_STYLE))
         _field(out, "error", err)
@@ -332,7 +347,7 @@ def render_step(step: Step, cost: StepCost | None, findings: list[Finding] | Non
     quotes = [inert(f.quote) for f in findings or [] if f.quote and step.id in f.evidence]
     if quotes:
         out.highlight_words(quotes, style="bold reverse red")
-    return out
+    return scrub(out)
 
 
 def render_trace(stored: StoredTrace) -> Text:
@@ -376,7 +391,7 @@ def render_trace(stored: StoredTrace) -> Text:
         _section(out, "metadata (fields loupe does not know)")
         out.append_text(value_text(trace.metadata))
         out.append("\n")
-    return out
+    return scrub(out)
 
 
 def raw_trace_json(stored: StoredTrace) -> str:
@@ -415,25 +430,32 @@ def totals_text(stored: StoredTrace) -> Text:
         if trace.problems:
             out.append(f" ({one_line('; '.join(trace.problems), 200)})", style="yellow")
     out.append("\n")
-    out.append(f"{t.steps} steps · {t.llm_calls} LLM calls · {t.tool_calls} tool calls · ")
-    out.append(f"tokens in {fmt_int(t.input_tokens)}")
-    if t.cache_read_tokens:
-        out.append(f" (cached {fmt_int(t.cache_read_tokens)})")
-    out.append(f" / out {fmt_int(t.output_tokens)}")
-    if t.reasoning_tokens:
-        out.append(f" (reasoning {fmt_int(t.reasoning_tokens)})")
+    out.append(f"{plural(t.steps, 'step')} · {plural(t.llm_calls, 'LLM call')} · {plural(t.tool_calls, 'tool call')} · ")
+    no_llm = t.llm_calls == 0 and t.input_tokens is None and t.output_tokens is None
+    if no_llm:
+        out.append(f"tokens {NOT_APPLICABLE}", style=DIM)  # no model call: nothing is unknown
+    else:
+        out.append(f"tokens in {fmt_int(t.input_tokens)}")
+        if t.cache_read_tokens:
+            out.append(f" (cached {fmt_int(t.cache_read_tokens)})")
+        out.append(f" / out {fmt_int(t.output_tokens)}")
+        if t.reasoning_tokens:
+            out.append(f" (reasoning {fmt_int(t.reasoning_tokens)})")
     if t.usage_unknown_steps:
         out.append(f" [usage unknown for {t.usage_unknown_steps}]", style="yellow")
     out.append(" · cost ")
-    out.append(fmt_cost(t.cost, t.cost_partial), style="bold")
+    if t.cost is None and t.llm_calls == 0:
+        out.append(NOT_APPLICABLE, style=DIM)
+    else:
+        out.append(fmt_cost(t.cost, t.cost_partial), style="bold")
     if t.cost_partial:
         out.append(f" [{t.cost_unknown_steps} unpriced]", style="yellow")
     out.append(f" · latency {fmt_latency(t.latency_ms)} · ")
     n = len(stored.findings)
-    out.append(f"{n} finding{'s' if n != 1 else ''}", style="bold red" if n else "green")
+    out.append(plural(n, "finding"), style="bold red" if n else "green")
     if t.errors:
-        out.append(f" · {t.errors} failed step{'s' if t.errors != 1 else ''}", style=ERROR_STYLE)
-    return out
+        out.append(f" · {plural(t.errors, 'failed step')}", style=ERROR_STYLE)
+    return scrub(out)
 
 
 def findings_text(findings: list[Finding], runs: list[RuleRun], current: int | None = None) -> Group:
@@ -456,12 +478,12 @@ def findings_text(findings: list[Finding], runs: list[RuleRun], current: int | N
             body.append("  “", style=DIM)
             body.append(one_line(f.quote, 400), style="italic")
             body.append("”", style=DIM)
-        blocks.append(head)
-        blocks.append(Padding(body, (0, 0, 0, 4)))
+        blocks.append(scrub(head))
+        blocks.append(Padding(scrub(body), (0, 0, 0, 4)))
     for run in runs:
         if not run.ran:
             line = Text("  ○ ", style="yellow")
             line.append(rule_title(run.rule_id), style="yellow")
             line.append(f" could not run: {one_line(run.reason or 'no reason given', 300)}", style=DIM)
-            blocks.append(line)
+            blocks.append(scrub(line))
     return Group(*blocks)

@@ -13,13 +13,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from store.db import Store, TraceFilter
 from tui.format import one_line
 from tui.screens.version_picker import VersionPicker
+from tui.widgets.footer import WideFooter
 from tui.widgets.trace_table import PAGE_SIZE, TraceTable
 from tui.workers import ReportsWorkerFailures
+
+WIDE_FOOTER = 100  # columns from which the footer has room for `r Reload`
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         Binding("x", "toggle_findings", "Findings", id="list.findings"),
         Binding("slash", "search", "Search", id="list.search"),
         Binding("e", "promote", "Promote", id="list.promote"),
-        Binding("r", "reload", "Reload", show=False, id="list.reload"),
+        Binding("r", "reload", "Reload", id="list.reload"),  # in the footer from WIDE_FOOTER columns
         Binding("escape", "cancel_search", "Cancel", show=False, id="list.cancel_search"),
         Binding("q", "app.quit", "Quit", id="list.quit"),
     ]
@@ -74,7 +77,7 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         yield TraceTable(self.store, self._initial_filter, page_size=self.page_size, id="traces")
         yield Input(placeholder="search trace IDs, names, models, headers — enter to apply, escape to cancel",
                     id="search", classes="-hidden")
-        yield Footer()
+        yield WideFooter(wide_only={"reload": WIDE_FOOTER})
 
     @property
     def table(self) -> TraceTable:
@@ -181,6 +184,9 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
 
     def action_open(self) -> None:
         self.table.action_open()
+
+    def select_trace(self, trace_id: str) -> None:
+        self.table.select_trace(trace_id)
 
     def action_reload(self) -> None:
         self._apply(self.table.filter)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -32,8 +32,21 @@ from tui.trace_text import (
 from tui.widgets.text_view import TextView
 from tui.workers import ReportsWorkerFailures
 
-# Textual's Tree lays out its lines recursively: deeper nesting than this is shown flattened at this depth.
-MAX_TREE_DEPTH = 64
+# Steps nested deeper than this are not indented further: they are listed one under the other at this depth, each
+# label starting with "…" and its real depth. This keeps every label on screen in the tree pane (Textual's Tree
+# never scrolls sideways to the cursor) and keeps the Tree's recursive layout shallow for a 3,000-deep chain.
+MAX_TREE_DEPTH = 6
+
+TREE_CHROME = 2  # columns of the step tree that are not its lines: the border on its right and the scrollbar
+TREE_MIN_WIDTH = 40
+TREE_MAX_SHARE = 0.6  # of the screen's width
+DETAIL_MIN_WIDTH = 40
+
+
+def tree_width(content: int, screen: int) -> int:
+    """The step tree's width: its widest line (whole step lines), but at most 60% of the screen and never so wide
+    that the detail gets fewer than 40 columns; at least 40 columns itself."""
+    return max(TREE_MIN_WIDTH, min(content + TREE_CHROME, int(screen * TREE_MAX_SHARE), screen - DETAIL_MIN_WIDTH))
 
 
 TRACE_NODE = -1  # the data of the tree's root, which stands for the trace itself
@@ -67,34 +80,38 @@ def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: set[str]) ->
 
     nodes: dict[int, TreeNode[int]] = {}
 
-    def place(start: list[int], under: TreeNode[int], depth: int) -> None:
-        stack: list[tuple[TreeNode[int], int, int]] = [(under, i, depth) for i in reversed(start)]
+    def place(start: list[int], under: TreeNode[int]) -> None:
+        # (node to add to, step index, depth shown, real depth); the root's children are at depth 1.
+        stack: list[tuple[TreeNode[int], int, int, int]] = [(under, i, 1, 1) for i in reversed(start)]
         while stack:
-            parent_node, i, d = stack.pop()
+            parent_node, i, shown, real = stack.pop()
             if i in nodes:
                 continue
             step = steps[i]
             label = step_label(step, stored.costs.get(step.id), evidence=step.id in evidence)
+            if real > shown:
+                label = Text.assemble((f"…{real} ", "dim"), label)
             kids = [k for k in children.get(i, []) if k not in nodes]
-            if kids:
+            # At the depth limit, children are listed after their parent, at its depth, instead of under it.
+            nested = shown < MAX_TREE_DEPTH
+            if kids and nested:
                 node = parent_node.add(label, data=i, expand=True)
             else:
                 node = parent_node.add_leaf(label, data=i)
             nodes[i] = node
-            # Past the depth limit, children are shown beside their parent instead of under it.
-            child_parent, child_depth = (node, d + 1) if d + 1 < MAX_TREE_DEPTH else (parent_node, d)
+            child_parent, child_shown = (node, shown + 1) if nested else (parent_node, shown)
             for k in reversed(kids):
-                stack.append((child_parent, k, child_depth))
+                stack.append((child_parent, k, child_shown, real + 1))
 
-    place(children.get(None, []), tree.root, 0)
+    place(children.get(None, []), tree.root)
     leftovers = [i for i in range(len(steps)) if i not in nodes]
     if leftovers:
-        place(leftovers, tree.root, 0)
+        place(leftovers, tree.root)
     return nodes
 
 
-class TraceViewScreen(ReportsWorkerFailures, Screen[None]):
-    """One trace, step by step."""
+class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
+    """One trace, step by step. Closes with the ID of the trace it showed (None if it could not load it)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="view.back"),
@@ -186,8 +203,18 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[None]):
         ]
         self.target = None
         _ = tree.last_line  # lay the tree out so the nodes have their lines
+        self._fit_tree_width()
         tree.move_cursor(tree.root.children[0] if tree.root.children else tree.root)
         self.refresh_bindings()
+
+    def _fit_tree_width(self) -> None:
+        if self.stored is None:
+            return  # the CSS width holds until there are lines to measure
+        tree = self.step_tree
+        tree.styles.width = tree_width(tree.virtual_size.width, self.size.width)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_tree_width()
 
     def _show_findings(self) -> None:
         if self.stored is None:
@@ -286,7 +313,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[None]):
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1 and self.app.screen is self:
-            self.app.pop_screen()
+            self.dismiss(self.stored.trace.id if self.stored is not None else None)
 
     def palette_commands(self) -> Iterator[PaletteCommand]:
         for cmd in self.PALETTE:

@@ -15,29 +15,37 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from store.db import NO_VERSION, Store
-from tui.format import one_line
+from store.db import NO_PROMPT, NO_VERSION, Store
+from tui.format import one_line, scrub
 from tui.workers import ReportsWorkerFailures
 
 VersionRow = tuple[str | None, str | None, int]
 
 
 def version_value(name: str | None, version: str | None) -> str:
-    """The filter value for one (prompt name, version): "support_agent@v7", or just the version without a name."""
-    v = version if version is not None else NO_VERSION
-    return f"{name}@{v}" if name is not None else v
+    """The filter value for exactly one (prompt name, version) row: always "NAME@VERSION".
+
+    The store splits it at the last "@" (a name may hold "@", as in "team@acme@v9") and reads "(no prompt)" and
+    "(no version)" as NULL, so a row without a name or version selects only traces without one, never every
+    prompt's traces with that version."""
+    return f"{name if name is not None else NO_PROMPT}@{version if version is not None else NO_VERSION}"
 
 
 LABEL_WIDTH = 48  # cells for "name@version"; longer ones are cut with "…"
 
 
+def _shown(value: str | None, missing: str) -> str:
+    if value is None:
+        return missing
+    return one_line(value, LABEL_WIDTH) if value else '""'  # an empty name is still something to see
+
+
 def version_name_text(name: str | None, version: str | None) -> Text:
     label = Text(no_wrap=True, overflow="ellipsis")
-    label.append(one_line(name, LABEL_WIDTH) if name is not None else "(no prompt)", style="bold" if name else "dim")
+    label.append(_shown(name, NO_PROMPT), style="bold" if name else "dim")
     label.append("@")
-    label.append(one_line(version, LABEL_WIDTH) if version is not None else NO_VERSION,
-                 style="bold cyan" if version else "dim")
-    return label
+    label.append(_shown(version, NO_VERSION), style="bold cyan" if version else "dim")
+    return scrub(label)
 
 
 def count_label(name: Text, count: int, width: int) -> Text:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import ClassVar, Literal
 
@@ -21,9 +23,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.worker import get_current_worker
 
-from store.db import Store, TraceFilter
-from store.models import TraceSummary
-from tui.format import fmt_cost, fmt_latency, fmt_time, fmt_tokens, one_line
+from store.db import Store, TraceFilter, trace_bounds
+from store.models import TraceSummary, format_time, parse_time
+from tui.format import NOT_APPLICABLE, UNKNOWN, fmt_latency, fmt_time, one_line, summary_cost, summary_tokens
 from tui.workers import ReportsWorkerFailures
 
 PAGE_SIZE = 200
@@ -134,9 +136,14 @@ def cell_values(row: TraceSummary, col: Column, width: int) -> tuple[str, Style 
     if key == "steps":
         return str(row.steps), None
     if key == "tokens":
-        return f"{fmt_tokens(row.input_tokens)}/{fmt_tokens(row.output_tokens)}", None
+        # "-" without LLM calls (nothing unknown), "?" unknown, "1,200+" a sum that leaves out steps without usage.
+        tokens_in, tokens_out = summary_tokens(row)
+        if tokens_in == NOT_APPLICABLE:
+            return NOT_APPLICABLE, _DIM
+        return f"{tokens_in}/{tokens_out}", (_DIM if tokens_in == tokens_out == UNKNOWN else None)
     if key == "cost":
-        return fmt_cost(row.cost, row.cost_partial), (_DIM if row.cost is None else None)
+        cost = summary_cost(row)
+        return cost, (_DIM if cost in (UNKNOWN, NOT_APPLICABLE) else None)
     if key == "latency":
         return fmt_latency(row.latency_ms), None
     if key == "status":
@@ -150,6 +157,41 @@ def cell_values(row: TraceSummary, col: Column, width: int) -> tuple[str, Style 
             return "0", _DIM
         return str(row.findings), SEVERITY_STYLE.get(row.worst_severity or "", None)
     raise KeyError(key)
+
+
+MAX_TIES = 10_000  # traces started in the same microsecond that `row_index` reads to place one among them
+
+
+def row_index(store: Store, flt: TraceFilter, trace_id: str) -> int | None:
+    """The row of a trace in the list under `flt` (newest first), or None if the filter leaves it out.
+
+    Two queries through the store's own filter, never a scan of the list: the number of rows that started later
+    than the trace (a `since` bound one microsecond after its start), plus its place among the rows that started in
+    the same microsecond (the list orders those by ID, descending). Finding the trace among those rows is also what
+    proves it passes the filter. A trace without a start time (listed last) gives None.
+    """
+    try:
+        start = trace_bounds(store.get_trace(trace_id).trace)[0]
+    except LookupError:
+        return None
+    if start is None:
+        return None
+    tick = timedelta(microseconds=1)
+
+    def bound(given: str | None, mine: datetime, *, later: bool) -> str | None:
+        """The stricter of the filter's own bound and ours."""
+        theirs = parse_time(given) if given else None
+        if theirs is not None and (theirs > mine if later else theirs < mine):
+            mine = theirs
+        return format_time(mine)
+
+    same = dataclasses.replace(flt, since=bound(flt.since, start, later=True),
+                               until=bound(flt.until, start + tick, later=False))
+    ties = [r.id for r in store.list_traces(same, limit=MAX_TIES)]
+    if trace_id not in ties:
+        return None
+    newer = dataclasses.replace(flt, since=bound(flt.since, start + tick, later=True))
+    return store.count_traces(newer) + ties.index(trace_id)
 
 
 class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
@@ -228,6 +270,11 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         generation: int
         count: int
 
+    @dataclass
+    class _Located(Message):
+        generation: int
+        index: int | None
+
     def __init__(
         self,
         store: Store,
@@ -252,6 +299,7 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         self._last_highlighted: str | None = None
         self._fetch_scheduled = False
         self._wanted: set[int] = set()
+        self._pending_cursor: int | None = None  # a row to put the cursor on once the rows are counted
 
     # ------------------------------------------------------------------ public API
 
@@ -271,6 +319,7 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         self._loading.clear()
         self._failed.clear()
         self._wanted.clear()
+        self._pending_cursor = None
         self.row_count = None
         self.virtual_size = Size(0, 1)
         self.scroll_to(y=0, animate=False)
@@ -298,6 +347,24 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
     @property
     def cached_pages(self) -> list[int]:
         return list(self._pages)
+
+    def move_cursor(self, index: int) -> None:
+        """Put the cursor on row `index`, now or, while the rows are being counted, as soon as they are."""
+        if self.row_count is None:
+            self._pending_cursor = index
+        else:
+            self.cursor_row = index
+
+    def select_trace(self, trace_id: str) -> None:
+        """Put the cursor on this trace if the list holds it (found in the background); otherwise leave it."""
+        if self.selected_trace_id == trace_id:
+            return
+        for page, rows in self._pages.items():
+            for offset, row in enumerate(rows):
+                if row.id == trace_id:
+                    self.move_cursor(page * self.page_size + offset)
+                    return
+        self._locate(self._generation, self.filter, trace_id)
 
     # ------------------------------------------------------------------ data
 
@@ -332,6 +399,17 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
             raise  # the failure handler notifies it
         if not get_current_worker().is_cancelled:
             self.post_message(self._PageLoaded(generation, page, rows))
+
+    @work(thread=True, exclusive=True, group="trace-locate", exit_on_error=False, description="finding the trace")
+    def _locate(self, generation: int, flt: TraceFilter, trace_id: str) -> None:
+        index = row_index(self.store, flt, trace_id)
+        if not get_current_worker().is_cancelled:
+            self.post_message(self._Located(generation, index))
+
+    def on_trace_table__located(self, message: _Located) -> None:
+        message.stop()
+        if message.generation == self._generation and message.index is not None:
+            self.move_cursor(message.index)
 
     @work(thread=True, exclusive=True, group="trace-count", exit_on_error=False, description="counting traces")
     def _count_rows(self, generation: int, flt: TraceFilter) -> None:
@@ -369,7 +447,9 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
             return
         self.row_count = message.count
         self.virtual_size = Size(0, message.count + 1)  # +1: the header line
-        if self.cursor_row >= message.count:
+        if self._pending_cursor is not None:
+            self.cursor_row, self._pending_cursor = self._pending_cursor, None
+        elif self.cursor_row >= message.count:
             self.cursor_row = max(0, message.count - 1)
         self.refresh()
         self.post_message(self.Counted(message.count))

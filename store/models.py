@@ -87,7 +87,9 @@ class PromptRef(_Model):
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, v: Any) -> Any:
-        # 3 and "3" are the same version; other spellings ("3.0", "v3") are kept as given.
+        # 3 and "3" are the same version; other spellings ("3.0", "v3") are kept as given; "" is no version.
+        if isinstance(v, str) and not v.strip():
+            return None
         if isinstance(v, bool):
             return str(v).lower()
         if isinstance(v, int):

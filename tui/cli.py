@@ -92,6 +92,8 @@ def _filter(
 
 
 def _resolve(store: Store, ref: str) -> str:
+    from .format import inert
+
     if not ref.strip():
         _err("a trace ID cannot be empty")
         raise typer.Exit(EXIT_USAGE)
@@ -100,7 +102,7 @@ def _resolve(store: Store, ref: str) -> str:
     except AmbiguousTraceId as exc:
         _err(f"{ref!r} matches more than one trace; give more of the ID:")
         for c in exc.candidates[:10]:
-            sys.stderr.write("  " + c + "\n")
+            sys.stderr.write("  " + inert(c) + "\n")
         if len(exc.candidates) > 10:
             sys.stderr.write("  …\n")
         raise typer.Exit(EXIT_FINDINGS) from exc
@@ -238,7 +240,7 @@ def ls(
         for i, row in enumerate(rows):
             if limit is not None and i >= limit:
                 break
-            sys.stdout.write(("," if i else "") + "\n" + row.model_dump_json())
+            sys.stdout.write(("," if i else "") + "\n" + json.dumps(row.model_dump(mode="json"), ensure_ascii=True))
         sys.stdout.write("\n]\n")
         return
     from .render import print_trace_lines
@@ -258,7 +260,8 @@ def show(
     if as_json:
         from .render import trace_json
 
-        sys.stdout.write(json.dumps(trace_json(stored), indent=2, ensure_ascii=False) + "\n")
+        # ASCII-only JSON: DEL, C1 and bidi characters from a trace reach the terminal as \\u escapes.
+        sys.stdout.write(json.dumps(trace_json(stored), indent=2, ensure_ascii=True) + "\n")
         return
     from .render import print_trace
 

@@ -508,6 +508,12 @@ class Store:
         return StoredTrace(trace=trace, costs=costs, totals=totals, findings=findings, rule_runs=runs,
                            ingested_at=row[2])
 
+    def data_version(self) -> int:
+        """A number that changes when another connection commits to the store (PRAGMA data_version): cheap to
+        poll, so a reader can tell when there is something new to show."""
+        with self._lock:
+            return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
+
     def count_traces(self, flt: TraceFilter | None = None) -> int:
         where, params = (flt or TraceFilter()).where()
         with self._lock:

@@ -32,6 +32,8 @@ def detect_format(path: Path) -> str:
         return "llm"
     if head.startswith(b"\x1f\x8b"):
         return "otlp"  # gzip: the Collector's compressed dumps
+    if path.suffix.lower() in (".pb", ".protobuf", ".binpb"):
+        return "otlp"  # the binary (protobuf) form of an ExportTraceServiceRequest
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if not text:
         raise FormatError(f"{path}: the file is empty")
@@ -52,6 +54,10 @@ def detect_format(path: Path) -> str:
     if isinstance(first, dict):
         if "resourceSpans" in first or "resource_spans" in first:
             return "otlp"
+        if isinstance(first.get("trace"), dict) and "observations" in first:
+            return "langfuse"  # an export whose trace input pushed "observations" past the probe
+        if isinstance(first.get("observations"), list) and "projectId" in first:
+            return "langfuse"  # a trace from Langfuse's API, observations inside
         if "steps" in first or ("id" in first and ("prompt" in first or "input" in first)):
             return "native"
     # The first record may be too long for the peek, or broken: its opening still tells a native trace.
@@ -97,6 +103,14 @@ def read_path(path: Path, fmt: str, result: ImportResult) -> Iterator[Trace]:
         from .otlp import read_otlp
 
         return read_otlp(path, result)
+    if actual == "langfuse":
+        from .langfuse import read_langfuse
+
+        return read_langfuse(path, result)
+    if actual == "llm":
+        from .llm_db import read_llm_db
+
+        return read_llm_db(path, result)
     raise FormatError(f"{path}: the {actual} format is not supported yet")
 
 
@@ -169,6 +183,8 @@ def _add(report: IngestReport, more: IngestCounts, path: Path) -> None:
     total.traces += more.traces
     total.steps += more.steps
     total.updated += more.updated
+    total.findings += more.findings
+    total.traces_with_findings += more.traces_with_findings
     for trace_id, source, why in more.failed:
         line = None
         if source and source.rpartition(":")[2].isdigit():

@@ -34,8 +34,8 @@ def _move_unknown_to_metadata(cls: type[BaseModel], data: Any) -> Any:
 
 def parse_time(value: Any) -> datetime | None:
     """Read an ISO string or epoch number as an aware UTC datetime; naive times are taken as UTC."""
-    if value is None or value == "":
-        return None
+    if value is None or value == "" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0):
+        return None  # zero is an unset clock, not 1970
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -302,3 +302,17 @@ def test_ls_marks_partial_token_sums_and_traces_without_llm_calls(tmp_path: Path
     tools = lines["trc_tools_only"]
     assert " -/- " in tools and "?/?" not in tools
     assert tools.split("-/-")[1].split()[0] == "-"  # the cost: nothing unknown either
+
+
+def test_orphans_and_clock_skew_are_said_not_hidden(tmp_path: Path) -> None:
+    t = make_trace(31)
+    t["steps"].append({"id": "lost", "parent_id": "gone", "type": "tool", "name": "lookup", "status": "ok",
+                       "started_at": "2026-01-02T00:00:05Z", "ended_at": "2026-01-02T00:00:01Z"})
+    t["steps"].append({"id": "zero", "type": "other", "started_at": 0, "ended_at": 0})
+    f = _write(tmp_path / "o.jsonl", [t])
+    assert runner.invoke(cli.app, ["ingest", str(f)]).exit_code == 0
+    out = runner.invoke(cli.app, ["show", "trc_t0031"]).output
+    assert "[missing parent gone]" in out and "clock skew" in out
+    data = json.loads(runner.invoke(cli.app, ["show", "trc_t0031", "--json"]).output)
+    zero = next(s for s in data["steps"] if s["id"] == "zero")
+    assert "started_at" not in zero and "ended_at" not in zero  # 0 is unknown, not 1970

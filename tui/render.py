@@ -93,7 +93,8 @@ def build_step_tree(stored: StoredTrace, root: Tree, marked: set[str]) -> None:
         if step.id in placed:
             continue  # a cycle in the parent links
         placed.add(step.id)
-        child = node.add(step_label(step, stored.costs.get(step.id), evidence=step.id in marked))
+        orphan = step.parent_id is not None and step.parent_id not in ids
+        child = node.add(step_label(step, stored.costs.get(step.id), evidence=step.id in marked, orphan=orphan))
         for c in reversed(children.get(step.id, [])):
             stack.append((child, c))
     for s in steps:  # steps only reachable through a cycle

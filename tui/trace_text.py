@@ -118,11 +118,21 @@ def step_name(step: Step) -> str:
     return step.name or step.model or "?"
 
 
-def step_label(step: Step, cost: StepCost | None, *, evidence: bool) -> Text:
+def latency_text(step: Step) -> str:
+    """The step's duration; "clock skew" when it ends before it starts, "?" when a time is missing."""
+    if step.latency_ms is None and step.started_at is not None and step.ended_at is not None:
+        return "clock skew"
+    return fmt_latency(step.latency_ms)
+
+
+def step_label(step: Step, cost: StepCost | None, *, evidence: bool, orphan: bool = False) -> Text:
     """One line for the step tree: mark, type, name, tokens, cost, latency, status."""
     failed = step_is_error(step)
     label = Text()
     label.append(f"{MARK} " if evidence else "  ", style="bold red")
+    missing = step.metadata.get("missing_parent_id") or (step.parent_id if orphan else None)
+    if missing:
+        label.append(f"[missing parent {one_line(missing, 24)}] ", style="yellow")
     label.append(f"{step.type} ", style="dim cyan" if not failed else "bold red")
     label.append(one_line(step_name(step), 60), style="bold red" if evidence or failed else "bold")
     if step.type == "llm" or step.usage is not None:
@@ -130,7 +140,7 @@ def step_label(step: Step, cost: StepCost | None, *, evidence: bool) -> Text:
     value = step_cost_value(cost, step)
     if step.type == "llm" or value:
         label.append(f"  {fmt_cost(value)}", style=DIM)
-    label.append(f"  {fmt_latency(step.latency_ms)}", style=DIM)
+    label.append(f"  {latency_text(step)}", style=DIM)
     if failed:
         label.append("  error", style="bold red")
     elif step.status == "ok":

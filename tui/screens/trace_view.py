@@ -88,7 +88,8 @@ def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: set[str]) ->
             if i in nodes:
                 continue
             step = steps[i]
-            label = step_label(step, stored.costs.get(step.id), evidence=step.id in evidence)
+            orphan = step.parent_id is not None and step.parent_id not in first_index
+            label = step_label(step, stored.costs.get(step.id), evidence=step.id in evidence, orphan=orphan)
             if real > shown:
                 label = Text.assemble((f"…{real} ", "dim"), label)
             kids = [k for k in children.get(i, []) if k not in nodes]

@@ -185,14 +185,25 @@ def ingest(
     store = _open_store(db, create=True)
     files = list(expand_paths(p for p in paths if p.exists()))
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("files · {task.fields[traces]:,} traces stored"), console=console,
                   transient=True, disable=not console.is_terminal) as progress:
-        task = progress.add_task("importing", total=len(files))
+        task = progress.add_task("importing", total=len(files), traces=0)
+        stored = 0
+        started = 0
 
         def on_file(path: Path) -> None:
-            progress.update(task, description=inert(path.name)[:40], advance=1)
+            nonlocal started
+            # The bar counts files finished; the name is the file being read now.
+            progress.update(task, description=inert(path.name)[:40], completed=started)
+            started += 1
 
-        report = ingest_paths(store, files, fmt, on_file=on_file)
+        def on_batch(n: int) -> None:
+            nonlocal stored
+            stored += n
+            progress.update(task, traces=stored)
+
+        report = ingest_paths(store, files, fmt, on_file=on_file, on_batch=on_batch)
         progress.update(task, completed=len(files))
     out = Console(highlight=False, soft_wrap=True)
     c = report.counts
@@ -209,7 +220,9 @@ def ingest(
             markup=False,
         )
     for reason, n in sorted(report.skipped.items()):
-        out.print(f"Skipped {plural(n, 'record')}: {inert(reason)}", markup=False)
+        where = report.skipped_at.get(reason) or []
+        at = f" (at {', '.join(inert(w) for w in where)}{', …' if n > len(where) else ''})" if where else ""
+        out.print(f"Skipped {plural(n, 'record')}: {inert(reason)}{at}", markup=False)
     for problem in report.problems:
         _err(str(problem))
     if report.problems or missing:

@@ -134,6 +134,7 @@ class IngestReport:
     files: int = 0
     counts: IngestCounts = field(default_factory=IngestCounts)
     skipped: dict[str, int] = field(default_factory=dict)
+    skipped_at: dict[str, list[str]] = field(default_factory=dict)
     problems: list[ImportProblem] = field(default_factory=list)
     failed_files: list[str] = field(default_factory=list)
 
@@ -174,6 +175,8 @@ def ingest_paths(
             report.failed_files.append(str(path))
         for reason, n in result.skipped.items():
             report.skipped[reason] = report.skipped.get(reason, 0) + n
+            where = report.skipped_at.setdefault(reason, [])
+            where.extend(result.skipped_at.get(reason, [])[: max(0, 3 - len(where))])
         report.problems.extend(result.problems)
     return report
 

@@ -31,7 +31,15 @@ class ImportProblem:
 class ImportResult:
     traces: list[Trace] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> count of records passed over
+    skipped_at: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first few "file:line"
     problems: list[ImportProblem] = field(default_factory=list)
+
+    def skip(self, reason: str, file: str, line: int | None) -> None:
+        """Count a record passed over, remembering where the first few were."""
+        self.skipped[reason] += 1
+        where = self.skipped_at.setdefault(reason, [])
+        if len(where) < 3:
+            where.append(file + (f":{line}" if line is not None else ""))
 
 
 def error_field(exc: ValidationError, prefix: str = "") -> tuple[str, str]:

@@ -254,6 +254,12 @@ def merge_traces(old: Trace, new: Trace) -> Trace:
         prior = by_id.get(step.id)
         if prior is None or step.ended_at is not None or prior.ended_at is None:
             by_id[step.id] = step
+    for sid, step in list(by_id.items()):
+        # A span whose parent came in another part was stored as a root; now that the parent is here, relink it.
+        lost = step.metadata.get("missing_parent_id")
+        if isinstance(lost, str) and lost in by_id and lost != sid:
+            meta = {k: v for k, v in step.metadata.items() if k != "missing_parent_id"}
+            by_id[sid] = step.model_copy(update={"parent_id": lost, "metadata": meta})
     steps = sorted(by_id.values(), key=lambda s: (s.started_at is None, s.started_at or datetime.min.replace(tzinfo=UTC)))
     fields = old.model_dump(exclude={"steps"})
     for key, value in new.model_dump(exclude={"steps"}).items():

@@ -48,8 +48,10 @@ def detect_format(path: Path) -> str:
         return "otlp"
     if '"observations"' in probe and '"trace"' in probe:
         return "langfuse"
-    if '"span_kind"' in probe and '"context"' in probe:
-        return "openinference"
+    if '"context"' in probe and ('"span_kind"' in probe or '"span_id"' in probe):
+        return "openinference"  # Phoenix span records, and the OTel SDK console exporter's output
+    if '"context.span_id"' in probe:
+        return "openinference"  # Phoenix dataframe rows
     first = _first_record(path)
     if isinstance(first, dict):
         if "resourceSpans" in first or "resource_spans" in first:
@@ -115,7 +117,7 @@ def read_path(path: Path, fmt: str, result: ImportResult) -> Iterator[Trace]:
 
 
 # In a folder, only files with these endings are read; a file named on the command line is always read.
-TRACE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".db", ".sqlite", ".pb", ".otlp")
+TRACE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".db", ".sqlite", ".pb", ".protobuf", ".binpb", ".otlp")
 
 
 def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:

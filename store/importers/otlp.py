@@ -1,4 +1,9 @@
-"""OTLP/JSON traces (a request, Collector file dumps, gzip) and OpenInference span records, as native traces."""
+"""OTLP traces (OTLP/JSON requests, Collector file dumps, gzip, protobuf) and OpenInference / Phoenix span records,
+as native traces.
+
+The attribute conventions are read in `otlp_attributes`, GenAI events in `otlp_events`, protobuf in
+`otlp_protobuf`; this module reads the containers and assembles spans into traces.
+"""
 
 from __future__ import annotations
 
@@ -9,534 +14,40 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from io import BufferedIOBase
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import ValidationError
 
-from ..models import Message, PromptRef, Step, ToolCall, Trace, format_time, parse_time
-from .base import ImportProblem, ImportResult, error_field, scrub_parsed
+from ..models import Step, Trace, format_time, parse_time
+from .base import ImportProblem, ImportResult, error_field, scrub, scrub_parsed
+from .otlp_attributes import (
+    _OPENINFERENCE_KINDS,
+    _as_int,
+    _opt_text,
+    map_attributes,
+    messages_from,
+    prompt_ref,
+    reconcile_usage,
+    step_from_attributes,
+    step_type,
+    trace_fields,
+)
+from .otlp_events import GENAI_EVENTS, apply_genai_events, is_genai_event
 
-# ---------------------------------------------------------------------------------------------------------------
-# Mapping a flat attribute map (OpenTelemetry GenAI, OpenInference, Traceloop) to native step fields.
-# These functions know nothing of OTLP, so other importers can use them on attribute maps from other containers.
-# ---------------------------------------------------------------------------------------------------------------
+__all__ = [
+    "GENAI_EVENTS", "MAX_PENDING_SPANS", "decode_any_value", "map_attributes", "messages_from", "prompt_ref",
+    "read_otlp", "reconcile_usage", "step_from_attributes", "step_type", "trace_fields",
+]
 
-_OPENINFERENCE_KINDS = {
-    "LLM": "llm", "TOOL": "tool", "RETRIEVER": "retrieval", "EMBEDDING": "embedding", "AGENT": "agent",
-    "CHAIN": "chain", "GUARDRAIL": "guardrail",
-}
-_GENAI_OPERATIONS = {
-    "chat": "llm", "text_completion": "llm", "generate_content": "llm", "execute_tool": "tool",
-    "embeddings": "embedding", "invoke_agent": "agent", "create_agent": "agent",
-}
-_TRACELOOP_KINDS = {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}
-# Traceloop before gen_ai.operation.name existed said what an LLM span was in llm.request.type.
-_TRACELOOP_REQUEST_TYPES = {"chat": "llm", "completion": "llm", "embedding": "embedding"}
-
-_MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "llm.response.model",
-               "llm.request.model")
-_PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-_USAGE_PREFIXES = ("gen_ai.usage.", "llm.token_count.", "llm.usage.")
-# Usage keys (after their prefix) that name a native count; every other usage key is kept in Usage.extra.
-_USAGE_FIELDS = {
-    "input_tokens": "input_tokens", "prompt_tokens": "input_tokens", "prompt": "input_tokens",
-    "output_tokens": "output_tokens", "completion_tokens": "output_tokens", "completion": "output_tokens",
-    "cache_read.input_tokens": "cache_read_tokens", "cache_read_input_tokens": "cache_read_tokens",
-    "prompt_details.cache_read": "cache_read_tokens",
-    "cache_creation.input_tokens": "cache_write_tokens", "cache_creation_input_tokens": "cache_write_tokens",
-    "prompt_details.cache_write": "cache_write_tokens",
-    "reasoning_tokens": "reasoning_tokens", "reasoning.output_tokens": "reasoning_tokens",
-    "completion_details.reasoning": "reasoning_tokens",
-}
-# The leaves of flattened lists that are read into messages and tool definitions; unknown leaves stay attributes.
-_OPENINFERENCE_MESSAGE_LEAVES = frozenset({
-    "message.role", "message.content", "message.name", "message.tool_call_id",
-    "message.contents.*.message_content.type", "message.contents.*.message_content.text",
-    "message.contents.*.message_content.image.image.url",
-    "message.tool_calls.*.tool_call.id", "message.tool_calls.*.tool_call.function.name",
-    "message.tool_calls.*.tool_call.function.arguments",
-})
-_TRACELOOP_MESSAGE_LEAVES = frozenset({
-    "role", "content", "tool_call_id", "finish_reason", "tool_calls.*.id", "tool_calls.*.name",
-    "tool_calls.*.arguments",
-})
-_OPENINFERENCE_TOOL_LEAVES = frozenset({"tool.json_schema", "tool.name", "tool.description"})
-_TRACELOOP_FUNCTION_LEAVES = frozenset({"name", "description", "parameters"})
-
-
-class _Attrs:
-    """A span's attributes, recording which were read into native fields so that only the rest stay metadata."""
-
-    def __init__(self, attributes: Mapping[str, Any]) -> None:
-        self.all = dict(attributes)
-        self.used: set[str] = set()
-
-    def get(self, key: str) -> Any:
-        return self.all.get(key)
-
-    def take(self, key: str) -> Any:
-        if key in self.all:
-            self.used.add(key)
-        return self.all.get(key)
-
-    def first(self, keys: Iterable[str]) -> tuple[str | None, Any]:
-        for key in keys:
-            v = self.all.get(key)
-            if v is not None and v != "":
-                return key, v
-        return None, None
-
-    def take_equal(self, keys: Iterable[str], value: Any) -> None:
-        """Mark every key holding `value` as read: the same model or provider said twice is not news."""
-        for key in keys:
-            if key in self.all and self.all[key] == value:
-                self.used.add(key)
-
-    def with_prefix(self, prefix: str) -> list[str]:
-        return [k for k in self.all if k.startswith(prefix)]
-
-    def leftover(self) -> dict[str, Any]:
-        return {k: v for k, v in self.all.items() if k not in self.used}
-
-
-def _opt_text(v: Any) -> str | None:
-    if isinstance(v, bool) or v is None or v == "":
-        return None
-    if isinstance(v, (int, float)):
-        return str(v)
-    return v if isinstance(v, str) else None
-
-
-def _json_value(v: Any) -> Any:
-    """A JSON string decoded when it holds an object or array; anything else is kept as given."""
-    if isinstance(v, str):
-        try:
-            decoded = json.loads(v)
-        except ValueError:
-            return v
-        if isinstance(decoded, (dict, list)):
-            return decoded
-    return v
-
-
-def _json_deep(v: Any, depth: int = 3) -> Any:
-    """Like _json_value, but also unwraps JSON encoded more than once (Traceloop encodes outputs twice)."""
-    for _ in range(depth):
-        if not isinstance(v, str):
-            return v
-        try:
-            v = json.loads(v)
-        except ValueError:
-            return v
-    return v
-
-
-def _json_list(v: Any) -> list[Any] | None:
-    v = _json_value(v)
-    return v if isinstance(v, list) else None
-
-
-def _as_int(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-        return int(v.strip())
-    return None
-
-
-def _indexed(a: _Attrs, prefix: str, leaves: frozenset[str]) -> list[Any]:
-    """Rebuild a flattened list (`prefix.N.leaf...`) in index order from the keys whose leaf is known."""
-    items: dict[int, dict[str, Any]] = {}
-    for key in a.with_prefix(prefix):
-        head, _, rest = key[len(prefix):].partition(".")
-        if not head.isdigit() or not rest:
-            continue
-        segments = rest.split(".")
-        if ".".join("*" if s.isdigit() else s for s in segments) not in leaves:
-            continue
-        node = items.setdefault(int(head), {})
-        for seg in segments[:-1]:
-            nxt = node.get(seg)
-            if not isinstance(nxt, dict):
-                nxt = node[seg] = {}
-            node = nxt
-        node[segments[-1]] = a.take(key)
-    return [_listify(items[i]) for i in sorted(items)]
-
-
-def _listify(node: Any) -> Any:
-    """Nested dicts whose keys are all indices become lists, in index order."""
-    if not isinstance(node, dict):
-        return node
-    if node and all(k.isdigit() for k in node):
-        return [_listify(node[k]) for k in sorted(node, key=int)]
-    return {k: _listify(v) for k, v in node.items()}
-
-
-def _part(p: Any) -> Any:
-    """One content part in the native content-list shape (text parts as {"type": "text", "text": ...})."""
-    if isinstance(p, str):
-        return {"type": "text", "text": p}
-    if not isinstance(p, dict):
-        return p
-    if isinstance(p.get("message_content"), dict):  # OpenInference wraps each part
-        p = p["message_content"]
-    kind = p.get("type")
-    if kind == "text":
-        return {"type": "text", "text": p.get("content", p.get("text"))}
-    if kind == "reasoning":
-        # Message.text() reads "content": keep the model's reasoning out of the text that rules quote.
-        return {"type": "reasoning", "reasoning": p.get("content")}
-    if kind == "image" and isinstance(p.get("image"), dict):
-        image = p["image"].get("image", p["image"])
-        return {"type": "image", "url": image.get("url") if isinstance(image, dict) else image}
-    return p
-
-
-def _content(parts: list[Any]) -> Any:
-    if not parts:
-        return None
-    if len(parts) == 1 and isinstance(parts[0], dict) and parts[0].get("type") == "text":
-        return parts[0].get("text")
-    return parts
-
-
-def _tool_call(tc: Any) -> ToolCall:
-    if not isinstance(tc, dict):
-        return ToolCall(name="", arguments=tc)
-    if isinstance(tc.get("tool_call"), dict):  # OpenInference
-        tc = tc["tool_call"]
-    fn = tc.get("function")
-    if isinstance(fn, dict):  # OpenAI
-        name, args = fn.get("name"), fn.get("arguments")
-    else:
-        name, args = tc.get("name"), tc.get("arguments")
-    label = name if isinstance(name, str) else ("" if name is None else json.dumps(name, ensure_ascii=False))
-    return ToolCall(id=_opt_text(tc.get("id")), name=label, arguments=_json_value(args))
-
-
-def messages_from(obj: Any, default_role: str) -> list[Message]:
-    """Native messages from one message in any shape spans carry: GenAI parts, OpenAI, OpenInference, Traceloop.
-
-    A GenAI message may answer several tool calls at once; each answer becomes its own message, as in OpenAI's
-    format, because a native message names one tool call.
-    """
-    if obj is None:
-        return []
-    if not isinstance(obj, dict):
-        return [Message(role=default_role, content=obj)]
-    if isinstance(obj.get("message"), dict) and "role" not in obj:  # OpenInference
-        obj = obj["message"]
-    role = obj.get("role") if isinstance(obj.get("role"), str) and obj.get("role") else default_role
-    name = _opt_text(obj.get("name"))
-    calls: list[ToolCall] = []
-    answers: list[Message] = []
-    if isinstance(obj.get("parts"), list):
-        parts = []
-        for p in obj["parts"]:
-            kind = p.get("type") if isinstance(p, dict) else None
-            if kind == "tool_call":
-                calls.append(_tool_call(p))
-            elif kind == "tool_call_response":
-                answers.append(Message(role=role, content=p.get("response"), tool_call_id=_opt_text(p.get("id")),
-                                       name=name))
-            else:
-                parts.append(_part(p))
-        content = _content(parts)
-    else:
-        content = obj.get("content")
-        if content is None and isinstance(obj.get("contents"), list):
-            content = _content([_part(p) for p in obj["contents"]])
-        raw_calls = obj.get("tool_calls")
-        for tc in raw_calls if isinstance(raw_calls, list) else []:
-            calls.append(_tool_call(tc))
-    out = answers
-    if content is not None or calls or not answers:
-        out.append(Message(role=role, content=content, tool_calls=calls,
-                           tool_call_id=_opt_text(obj.get("tool_call_id")), name=name))
-    return out
-
-
-def _message_dict(m: Message, finish_reason: Any = None) -> dict[str, Any]:
-    """A step output in the native shape: {"role", "content", "tool_calls"?...}."""
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
-    if m.tool_calls:
-        out["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
-    if m.tool_call_id:
-        out["tool_call_id"] = m.tool_call_id
-    if m.name:
-        out["name"] = m.name
-    if finish_reason is not None:
-        out["finish_reason"] = finish_reason
-    return out
-
-
-def _input_messages(a: _Attrs) -> list[Message]:
-    msgs: list[Message] = []
-    raw = _json_list(a.get("gen_ai.input.messages"))
-    if raw is not None:
-        a.take("gen_ai.input.messages")
-        for m in raw:
-            msgs.extend(messages_from(m, "user"))
-    elif a.with_prefix("llm.input_messages."):
-        for m in _indexed(a, "llm.input_messages.", _OPENINFERENCE_MESSAGE_LEAVES):
-            msgs.extend(messages_from(m, "user"))
-    elif any(k[len("gen_ai.prompt."):].split(".")[0].isdigit() for k in a.with_prefix("gen_ai.prompt.")):
-        for m in _indexed(a, "gen_ai.prompt.", _TRACELOOP_MESSAGE_LEAVES):
-            msgs.extend(messages_from(m, "user"))
-    elif isinstance(a.get("gen_ai.prompt"), str):
-        # The deprecated single attribute: a JSON list of messages, or the prompt text itself.
-        raw = _json_list(a.take("gen_ai.prompt"))
-        if raw is None:
-            msgs.append(Message(role="user", content=a.get("gen_ai.prompt")))
-        else:
-            for m in raw:
-                msgs.extend(messages_from(m, "user"))
-    system = a.get("gen_ai.system_instructions")
-    if system is not None:
-        a.take("gen_ai.system_instructions")
-        parts = _json_list(system)
-        content = _content([_part(p) for p in parts]) if parts is not None else system
-        msgs.insert(0, Message(role="system", content=content))
-    return msgs
-
-
-def _output_messages(a: _Attrs) -> list[dict[str, Any]]:
-    """Every output message as a native dict; the step's output is the first."""
-    raw: list[Any] | None = _json_list(a.get("gen_ai.output.messages"))
-    if raw is not None:
-        a.take("gen_ai.output.messages")
-    elif a.with_prefix("llm.output_messages."):
-        raw = _indexed(a, "llm.output_messages.", _OPENINFERENCE_MESSAGE_LEAVES)
-    elif any(k[len("gen_ai.completion."):].split(".")[0].isdigit() for k in a.with_prefix("gen_ai.completion.")):
-        raw = _indexed(a, "gen_ai.completion.", _TRACELOOP_MESSAGE_LEAVES)
-    elif isinstance(a.get("gen_ai.completion"), str):
-        # The deprecated single attribute: a JSON list of messages, {"text", "finish_reason"}, or the text itself.
-        value = _json_value(a.take("gen_ai.completion"))
-        if isinstance(value, dict) and "role" not in value and "parts" not in value:
-            extra = {k: v for k, v in value.items() if k != "text"}
-            value = {"role": "assistant", "content": value.get("text"), **extra}
-        raw = value if isinstance(value, list) else [value]
-    out = []
-    for m in raw or []:
-        finish = m.get("finish_reason") if isinstance(m, dict) else None
-        if isinstance(m, dict) and isinstance(m.get("message"), dict):
-            finish = m.get("finish_reason", finish)
-        for msg in messages_from(m, "assistant"):
-            out.append(_message_dict(msg, finish))
-    return out
-
-
-def _from_io_values(a: _Attrs) -> dict[str, Any]:
-    """Messages and output of an LLM span that has only OpenInference's input.value/output.value.
-
-    The values are read, not consumed: they often hold the whole request or response, more than messages.
-    """
-    fields: dict[str, Any] = {}
-    request = _json_value(a.get("input.value"))
-    if isinstance(request, dict) and isinstance(request.get("messages"), list):
-        request = request["messages"]
-    if isinstance(request, list) and request and all(isinstance(m, dict) and "role" in m for m in request):
-        fields["messages"] = [msg for m in request for msg in messages_from(m, "user")]
-    response = _json_value(a.get("output.value"))
-    choices = response.get("choices") if isinstance(response, dict) else None
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        # An OpenAI chat completion as returned by the API.
-        message = choices[0].get("message")
-        if isinstance(message, dict):
-            fields["output"] = _message_dict(messages_from(message, "assistant")[-1], choices[0].get("finish_reason"))
-    elif isinstance(response, dict) and isinstance(response.get("text"), str):
-        fields["output"] = {"role": "assistant", "content": response["text"],
-                            **({"finish_reason": response["finish_reason"]} if "finish_reason" in response else {})}
-    elif isinstance(response, str) and response and a.get("output.mime_type") in (None, "text/plain"):
-        fields["output"] = {"role": "assistant", "content": response}
-    return fields
-
-
-def _tool_definitions(a: _Attrs) -> list[Any]:
-    defs = _json_list(a.get("gen_ai.tool.definitions"))
-    if defs is not None:
-        a.take("gen_ai.tool.definitions")
-        return defs
-    out: list[Any] = []
-    for t in _indexed(a, "llm.tools.", _OPENINFERENCE_TOOL_LEAVES):
-        tool = t.get("tool", {}) if isinstance(t, dict) else {}
-        schema = _json_value(tool.get("json_schema"))
-        out.append(schema if schema is not None else {k: v for k, v in tool.items() if k != "json_schema"})
-    for f in _indexed(a, "llm.request.functions.", _TRACELOOP_FUNCTION_LEAVES):
-        out.append({k: _json_value(v) for k, v in f.items()} if isinstance(f, dict) else f)
-    return out
-
-
-def _usage(a: _Attrs) -> dict[str, Any] | None:
-    usage: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for prefix in _USAGE_PREFIXES:
-        for key in a.with_prefix(prefix):
-            rest = key[len(prefix):]
-            value = a.take(key)
-            native = _USAGE_FIELDS.get(rest)
-            count = _as_int(value)
-            if native is not None and count is not None and native not in usage:
-                usage[native] = count
-            elif native in usage and usage[native] == count:
-                continue  # the same count under its deprecated name
-            else:
-                extra[rest] = count if count is not None else value
-    if not usage and not extra:
-        return None
-    return {**usage, "extra": extra}
-
-
-def _params(a: _Attrs) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for key in a.with_prefix("gen_ai.request."):
-        rest = key[len("gen_ai.request."):]
-        if rest != "model":  # the requested model stays an attribute when the response names another
-            params[rest] = a.take(key)
-    invocation = _json_value(a.get("llm.invocation_parameters"))
-    if isinstance(invocation, dict):
-        a.take("llm.invocation_parameters")
-        for k, v in invocation.items():
-            params.setdefault(k, v)
-    return params
-
-
-def step_type(attributes: Mapping[str, Any]) -> str:
-    """The native step type a span's attributes say, by the first convention present."""
-    kind = attributes.get("openinference.span.kind")
-    if isinstance(kind, str) and kind.strip():
-        return _OPENINFERENCE_KINDS.get(kind.strip().upper(), "other")
-    for key, table in (("gen_ai.operation.name", _GENAI_OPERATIONS), ("traceloop.span.kind", _TRACELOOP_KINDS),
-                       ("llm.request.type", _TRACELOOP_REQUEST_TYPES)):
-        value = attributes.get(key)
-        if isinstance(value, str) and value.strip().lower() in table:
-            return table[value.strip().lower()]
-    # A span naming a model and counting tokens is a model call even when no convention says so.
-    if any(attributes.get(k) for k in _MODEL_KEYS) and any(k.startswith(_USAGE_PREFIXES) for k in attributes):
-        return "llm"
-    return "other"
-
-
-def map_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """Native Step fields from a flat attribute map; attributes not read into a field are in metadata["attributes"].
-
-    The result has no id, parent, times or status: those come from the span around the attributes.
-    """
-    a = _Attrs(attributes)
-    fields: dict[str, Any] = {}
-    kind = step_type(attributes)
-    fields["type"] = kind
-    if kind != "other" and isinstance(a.get("openinference.span.kind"), str):
-        a.take("openinference.span.kind")
-    meta: dict[str, Any] = {}
-
-    key, model = a.first(_MODEL_KEYS)
-    if key is not None:
-        fields["model"] = str(model)
-        a.take_equal(_MODEL_KEYS, model)
-    key, provider = a.first(_PROVIDER_KEYS)
-    if key is not None:
-        fields["provider"] = str(provider)
-        a.take_equal(_PROVIDER_KEYS, provider)
-    params = _params(a)
-    if params:
-        fields["params"] = params
-    usage = _usage(a)
-    if usage is not None:
-        fields["usage"] = usage
-    messages = _input_messages(a)
-    if messages:
-        fields["messages"] = messages
-    outputs = _output_messages(a)
-    if outputs:
-        fields["output"] = outputs[0]
-        if len(outputs) > 1:
-            meta["output_messages"] = outputs
-    if kind == "llm" and not messages and not outputs:
-        fields.update(_from_io_values(a))
-    tools = _tool_definitions(a)
-    if tools:
-        meta["tool_definitions"] = tools
-
-    # Tool execution: GenAI attributes on any span; OpenInference and Traceloop input/output only on tool spans,
-    # where they are the call's arguments and result rather than a chain's free-form payload.
-    key, _ = a.first(("gen_ai.tool.name", "tool.name", "tool_call.function.name"))
-    if key is not None and kind == "tool":
-        fields["name"] = str(a.take(key))
-    elif kind == "tool" and a.get("traceloop.entity.name"):
-        fields["name"] = str(a.take("traceloop.entity.name"))
-    key, _ = a.first(("gen_ai.tool.call.id", "tool_call.id"))
-    if key is not None:
-        fields["tool_call_id"] = _opt_text(a.take(key))
-    arg_keys = ["gen_ai.tool.call.arguments", "tool_call.function.arguments"]
-    result_keys = ["gen_ai.tool.call.result"]
-    if kind == "tool":
-        arg_keys += ["input.value", "traceloop.entity.input"]
-        result_keys += ["output.value", "traceloop.entity.output"]
-    key, args = a.first(arg_keys)
-    if key is not None:
-        a.take(key)
-        args = _json_deep(args) if key.startswith("traceloop.") else _json_value(args)
-        if key == "traceloop.entity.input" and isinstance(args, dict) and not args.get("args"):
-            # Traceloop records a Python call as {"args": [], "kwargs": {...}}: keyword calls are the arguments.
-            args = args.get("kwargs", args)
-        fields["arguments"] = args
-    key, result = a.first(result_keys)
-    if key is not None:
-        a.take(key)
-        fields["result"] = _json_deep(result) if key.startswith("traceloop.") else _json_value(result)
-
-    meta["attributes"] = a.leftover()
-    fields["metadata"] = meta
-    return fields
-
-
-def trace_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """Trace-level facts one span's attributes carry: prompt reference, session, user, tags, prompt template."""
-    out: dict[str, Any] = {}
-    for name_key, version_key in (("gen_ai.prompt.name", "gen_ai.prompt.version"),
-                                  ("langfuse.prompt.name", "langfuse.prompt.version"),
-                                  ("traceloop.prompt.key", "traceloop.prompt.version"),
-                                  (None, "llm.prompt_template.version")):
-        name = attributes.get(name_key) if name_key else None
-        version = attributes.get(version_key)
-        name, version = _opt_text(name), version if isinstance(version, (int, float, str)) and version != "" else None
-        if name is not None or version is not None:
-            out["prompt"] = PromptRef.model_validate({"name": name, "version": version})
-            break
-    template = {k.rsplit(".", 1)[1]: _json_value(attributes[k]) for k in
-                ("llm.prompt_template.template", "llm.prompt_template.variables") if k in attributes}
-    if template:
-        out["prompt_template"] = template
-    for target, keys in (("session_id", ("session.id", "gen_ai.conversation.id", "langfuse.session.id")),
-                         ("user_id", ("user.id", "enduser.id", "langfuse.user.id"))):
-        for k in keys:
-            if _opt_text(attributes.get(k)):
-                out[target] = _opt_text(attributes[k])
-                break
-    tags = _json_value(attributes.get("tag.tags", attributes.get("langfuse.trace.tags")))
-    if isinstance(tags, list):
-        out["tags"] = [str(t) for t in tags]
-    return out
-
-
-def step_from_attributes(attributes: Mapping[str, Any], **fields: Any) -> Step:
-    """A Step from a flat attribute map plus the span's own fields (id, parent_id, name, times, status...)."""
-    mapped = map_attributes(attributes)
-    meta = {**mapped.pop("metadata"), **fields.pop("metadata", {})}
-    if mapped.get("name") and fields.get("name") and mapped["name"] != fields["name"]:
-        meta["span_name"] = fields["name"]
-    return Step.model_validate({**fields, **mapped, "metadata": meta})
-
+# Spans (and GenAI log records) held before the oldest traces are handed on, so that memory does not grow with
+# the file. A trace handed on early and completed later arrives in parts, which the store merges (Trace.merge).
+MAX_PENDING_SPANS = 50_000
 
 # ---------------------------------------------------------------------------------------------------------------
 # Protobuf-JSON: AnyValue, IDs, times, enums, camelCase or snake_case keys.
@@ -593,19 +104,21 @@ def decode_any_value(v: Any) -> Any:
 
 
 def _hex_id(v: Any) -> str | None:
-    """A trace or span ID as lower-case hex. Some exporters write base64 (the proto bytes) or a 0x prefix."""
+    """A trace or span ID as lower-case hex. Some exporters write base64 (the proto bytes), or a 0x prefix; any
+    other text is kept as it is."""
     if not isinstance(v, str) or not v.strip():
         return None
     text = v.strip()
-    if text.startswith("0x"):
-        text = text[2:]
-    if re.fullmatch(r"[0-9a-fA-F]+", text):
-        return text.lower()
+    digits = text[2:] if text[:2] in ("0x", "0X") else text
+    if re.fullmatch(r"[0-9a-fA-F]+", digits):
+        return digits.lower()
     if len(text) in (12, 24) and re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", text):
         try:
-            return base64.b64decode(text, validate=True).hex()
+            raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            pass
+            raw = b""
+        if len(raw) in (8, 16):  # the sizes of span and trace IDs: other text of this length is just text
+            return raw.hex()
     return text
 
 
@@ -635,6 +148,7 @@ def _status_code(v: Any) -> str | None:
         name = v.rsplit(".", 1)[-1].upper().removeprefix("STATUS_CODE_")
         return {"OK": "ok", "ERROR": "error", "1": "ok", "2": "error"}.get(name)
     return None
+
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -674,6 +188,8 @@ class _Pending:
     by_id: dict[str, Step] = field(default_factory=dict)
     resource: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    log_events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # span ID -> GenAI log records
+    size: int = 0  # spans and log records held
 
 
 def _error_of(span: _Span, leftover: dict[str, Any]) -> dict[str, Any] | None:
@@ -702,11 +218,19 @@ def _to_step(span: _Span) -> Step:
     meta.update(span.metadata)
     if span.resource and span.resource.get("service.name"):
         meta["service"] = span.resource["service.name"]
+    if span.start is not None and span.end is not None and span.end < span.start:
+        # Both times kept as reported; the step shows no duration rather than a negative one.
+        meta["clock_skew"] = True
+    status = span.status
+    if status is None and any(ev.get("name") == "exception" for ev in span.events):
+        # An exception recorded on a span that set no status: the span failed as far as anyone can tell.
+        status = "error"
+        meta["status_from"] = "exception event"
     fields: dict[str, Any] = {
         "id": span.span_id, "parent_id": span.parent_id, "name": span.name,
-        "started_at": span.start, "ended_at": span.end, "status": span.status,
+        "started_at": span.start, "ended_at": span.end, "status": status,
     }
-    if span.status == "error":
+    if status == "error":
         fields["error"] = _error_of(span, meta["attributes"])
     elif span.status_message:
         meta["status_message"] = span.status_message
@@ -723,22 +247,37 @@ def _bare_step(span: _Span) -> Step:
 
 
 class _Collector:
-    """Spans grouped by trace ID over the whole file, with the problems met on the way."""
+    """Spans grouped by trace ID, with the problems met on the way.
 
-    def __init__(self, path: Path, result: ImportResult) -> None:
+    At most `max_pending` spans (and GenAI log records) are held: past that, the traces touched least recently
+    are handed on (`over_budget`) and a later span of such a trace starts a new part of it.
+    """
+
+    def __init__(self, path: Path, result: ImportResult, max_pending: int = MAX_PENDING_SPANS) -> None:
         self.file = str(path)
         self.result = result
-        self.traces: dict[str, _Pending] = {}
+        self.traces: OrderedDict[str, _Pending] = OrderedDict()
+        self.max_pending = max(1, max_pending)
+        self.held = 0
+        self.handed_on_early = False
+
+    def _pending(self, trace_id: str) -> _Pending:
+        pending = self.traces.get(trace_id)
+        if pending is None:
+            pending = self.traces[trace_id] = _Pending()
+        else:
+            self.traces.move_to_end(trace_id)
+        return pending
 
     def problem(self, line: int | None, where: str | None, message: str, trace_id: str | None = None) -> None:
         self.result.problems.append(ImportProblem(self.file, line, where, message))
         if trace_id is not None:
-            pending = self.traces.setdefault(trace_id, _Pending())
+            pending = self._pending(trace_id)
             at = f"line {line}: " if line is not None else ""
             pending.problems.append(f"{at}{where + ': ' if where else ''}{message}")
 
     def add(self, span: _Span, line: int | None, where: str) -> None:
-        pending = self.traces.setdefault(span.trace_id, _Pending())
+        pending = self._pending(span.trace_id)
         if pending.resource is None and span.resource:
             pending.resource = span.resource
         try:
@@ -759,14 +298,58 @@ class _Collector:
         pending.by_id[step.id] = step
         pending.entries.append(_Entry(step, span.name, trace_fields(span.attributes),
                                       span.attributes.get("input.value"), span.attributes.get("output.value")))
+        pending.size += 1
+        self.held += 1
+
+    def add_event(self, trace_id: str, span_id: str, event: dict[str, Any]) -> None:
+        """A GenAI event that arrived as a log record: read into its span's step when the trace is assembled."""
+        pending = self._pending(trace_id)
+        pending.log_events.setdefault(span_id, []).append(event)
+        pending.size += 1
+        self.held += 1
+
+    def over_budget(self) -> Iterator[Trace]:
+        """The least recently touched traces, while more than `max_pending` spans are held."""
+        while self.held > self.max_pending and self.traces:
+            trace_id, pending = self.traces.popitem(last=False)
+            self.held -= pending.size
+            self.handed_on_early = True
+            yield from self._finish(trace_id, pending)
 
     def traces_out(self) -> Iterator[Trace]:
-        for trace_id, pending in self.traces.items():
-            if pending.entries:
-                yield _assemble(trace_id, pending, self.file)
+        while self.traces:
+            trace_id, pending = self.traces.popitem(last=False)
+            self.held -= pending.size
+            yield from self._finish(trace_id, pending)
+
+    def _finish(self, trace_id: str, pending: _Pending) -> Iterator[Trace]:
+        if pending.entries:
+            trace = _assemble(trace_id, pending, self.file, part=self.handed_on_early)
+            # The spans of one trace may come in parts (lines, files, or handed on early): the store combines
+            # a part with what it already holds, span by span.
+            trace.merge = True
+            yield trace
+        unread = sum(len(evs) for evs in pending.log_events.values())
+        if unread:
+            self.result.skipped["GenAI log records whose span is not in the file"] += unread
 
 
-def _assemble(trace_id: str, pending: _Pending, source: str) -> Trace:
+def _link_events(pending: _Pending) -> None:
+    """Log records join their span's events; then every step reads the GenAI events it has."""
+    for e in pending.entries:
+        step = e.step
+        logged = pending.log_events.pop(step.id, None)
+        if logged:
+            events = step.metadata.get("events")
+            step.metadata["events"] = [*(events if isinstance(events, list) else []), *logged]
+        for problem in apply_genai_events(step):
+            pending.problems.append(f"span {step.id}: {problem}")
+
+
+def _assemble(trace_id: str, pending: _Pending, source: str, *, part: bool = False) -> Trace:
+    """A trace from its spans. `part`: the spans may be only part of the trace (the file is read in parts), so a
+    span whose parent is missing does not name the trace."""
+    _link_events(pending)
     entries = pending.entries
     ids = {e.step.id for e in entries}
     for e in entries:
@@ -800,13 +383,18 @@ def _assemble(trace_id: str, pending: _Pending, source: str) -> Trace:
         entries[i].step.started_at or never, depth(entries[i].step.id), i))
     entries = [entries[i] for i in order]
     steps = [e.step for e in entries]
-    root = next((e for e in entries if e.step.parent_id is None), entries[0])
+    true_roots = [e for e in entries if e.step.parent_id is None and "missing_parent_id" not in e.step.metadata]
+    root = true_roots[0] if true_roots else next((e for e in entries if e.step.parent_id is None), entries[0])
 
-    trace = Trace(id=trace_id, name=root.span_name, source=source)
+    # A part without its root (the rest of the trace comes later) says nothing of the whole trace's name or text.
+    whole = bool(true_roots) or not part
+    trace = Trace(id=trace_id, name=root.span_name if whole else None, source=source)
     starts = [s.started_at for s in steps if s.started_at]
     ends = [s.ended_at for s in steps if s.ended_at]
     trace.started_at = min(starts) if starts else None
     trace.ended_at = max(ends) if ends else None
+    if trace.started_at and trace.ended_at and trace.ended_at < trace.started_at:
+        trace.metadata["clock_skew"] = True  # both kept as reported: the store shows no (negative) duration
     if pending.resource:
         trace.metadata["resource"] = pending.resource
     for e in entries:
@@ -829,12 +417,11 @@ def _assemble(trace_id: str, pending: _Pending, source: str) -> Trace:
         out = llm[-1].output_message
         if out is not None and out.text():
             trace.output = out.text()
-    else:
-        # Without model calls to read, the root span's own input and output (OpenInference) say what the trace did.
-        if isinstance(root.input_value, str) and root.input_value:
-            trace.input = root.input_value
-        if isinstance(root.output_value, str) and root.output_value:
-            trace.output = root.output_value
+    # Without model text to quote, the root span's own input and output (OpenInference) say what the trace did.
+    if whole and trace.input is None and isinstance(root.input_value, str) and root.input_value:
+        trace.input = root.input_value
+    if whole and trace.output is None and isinstance(root.output_value, str) and root.output_value:
+        trace.output = root.output_value
 
     trace.steps = steps
     if pending.problems:
@@ -844,7 +431,7 @@ def _assemble(trace_id: str, pending: _Pending, source: str) -> Trace:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# OTLP requests and OpenInference span records.
+# OTLP requests (spans and GenAI log records) and OpenInference / Phoenix span records.
 # ---------------------------------------------------------------------------------------------------------------
 
 _SPAN_FIELDS = {"traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano",
@@ -870,6 +457,21 @@ def _attributes(c: _Collector, raw: Any, line: int | None, where: str, trace_id:
     return out
 
 
+def _time_field(c: _Collector, raw: Mapping[str, Any], names: tuple[str, ...], line: int | None, where: str,
+                trace_id: str | None) -> datetime | None:
+    """The first of the named nanosecond times that is set; a bad one is reported and read as unknown."""
+    for name in names:
+        key, value = _field(raw, name)
+        try:
+            at = _nanos(value)
+        except ValueError as exc:
+            c.problem(line, f"{where}.{key}", str(exc), trace_id)
+            continue
+        if at is not None:
+            return at
+    return None
+
+
 def _read_otlp_span(c: _Collector, raw: Any, line: int | None, where: str, resource: dict[str, Any],
                     scope: dict[str, Any]) -> None:
     if not isinstance(raw, dict):
@@ -889,14 +491,8 @@ def _read_otlp_span(c: _Collector, raw: Any, line: int | None, where: str, resou
     parent_id = _hex_id(pid) if pid not in (None, "") else None
     if pid not in (None, "") and not isinstance(pid, str):
         c.problem(line, f"{where}.{pkey}", "parent span ID is not a string; shown as a root", trace_id)
-    times: list[datetime | None] = []
-    for name in ("startTimeUnixNano", "endTimeUnixNano"):
-        key, value = _field(raw, name)
-        try:
-            times.append(_nanos(value))
-        except ValueError as exc:
-            c.problem(line, f"{where}.{key}", str(exc), trace_id)
-            times.append(None)
+    start = _time_field(c, raw, ("startTimeUnixNano",), line, where, trace_id)
+    end = _time_field(c, raw, ("endTimeUnixNano",), line, where, trace_id)
     akey, attrs_raw = _field(raw, "attributes")
     attributes = _attributes(c, attrs_raw, line, f"{where}.{akey}", trace_id)
     _, status = _field(raw, "status")
@@ -907,12 +503,8 @@ def _read_otlp_span(c: _Collector, raw: Any, line: int | None, where: str, resou
         if not isinstance(ev, dict):
             c.problem(line, f"{where}.{ekey}.{i}", "expected an event object", trace_id)
             continue
-        try:
-            at = format_time(_nanos(_field(ev, "timeUnixNano")[1]))
-        except ValueError as exc:
-            c.problem(line, f"{where}.{ekey}.{i}.timeUnixNano", str(exc), trace_id)
-            at = None
-        events.append({"name": ev.get("name"), "time": at,
+        at = _time_field(c, ev, ("timeUnixNano",), line, f"{where}.{ekey}.{i}", trace_id)
+        events.append({"name": ev.get("name"), "time": format_time(at),
                        "attributes": _attributes(c, ev.get("attributes"), line, f"{where}.{ekey}.{i}.attributes",
                                                  trace_id)})
     meta: dict[str, Any] = {}
@@ -933,10 +525,42 @@ def _read_otlp_span(c: _Collector, raw: Any, line: int | None, where: str, resou
     c.add(_Span(
         trace_id=trace_id, span_id=span_id, parent_id=parent_id,
         name=span_name if isinstance(span_name, str) and span_name else None,
-        attributes=attributes, start=times[0], end=times[1], kind=_span_kind(_field(raw, "kind")[1]),
+        attributes=attributes, start=start, end=end, kind=_span_kind(_field(raw, "kind")[1]),
         status=_status_code(status.get("code")), status_message=_opt_text(status.get("message")), events=events,
         metadata=meta, resource=resource or None,
     ), line, where)
+
+
+def _scope(c: _Collector, raw: Any, line: int | None, where: str) -> dict[str, Any]:
+    scope: dict[str, Any] = {}
+    if isinstance(raw, dict):
+        scope = {k: raw[k] for k in ("name", "version") if raw.get(k)}
+        if raw.get("attributes"):
+            scope["attributes"] = _attributes(c, raw["attributes"], line, f"{where}.scope.attributes", None)
+    return scope
+
+
+def _resource(c: _Collector, container: Mapping[str, Any], line: int | None, where: str) -> dict[str, Any]:
+    _, res = _field(container, "resource")
+    return _attributes(c, res.get("attributes") if isinstance(res, dict) else None, line,
+                       f"{where}.resource.attributes", None)
+
+
+def _read_resource_spans(c: _Collector, rs: Any, line: int | None, where: str) -> None:
+    if not isinstance(rs, dict):
+        c.problem(line, where, "expected an object")
+        return
+    resource = _resource(c, rs, line, where)
+    skey, scope_spans = _field(rs, "scopeSpans", "instrumentationLibrarySpans")
+    for j, ss in enumerate(scope_spans if isinstance(scope_spans, list) else []):
+        swhere = f"{where}.{skey}.{j}"
+        if not isinstance(ss, dict):
+            c.problem(line, swhere, "expected an object")
+            continue
+        scope = _scope(c, _field(ss, "scope", "instrumentationLibrary")[1], line, swhere)
+        pkey, spans = _field(ss, "spans")
+        for k, span in enumerate(spans if isinstance(spans, list) else []):
+            _read_otlp_span(c, span, line, f"{swhere}.{pkey}.{k}", resource, scope)
 
 
 def _read_request(c: _Collector, doc: dict[str, Any], line: int | None, prefix: str) -> None:
@@ -945,28 +569,54 @@ def _read_request(c: _Collector, doc: dict[str, Any], line: int | None, prefix: 
         c.problem(line, prefix + key, "expected a list")
         return
     for i, rs in enumerate(resource_spans):
+        _read_resource_spans(c, rs, line, f"{prefix}{key}.{i}")
+
+
+def _read_logs(c: _Collector, doc: dict[str, Any], line: int | None, prefix: str) -> None:
+    """A logs request: its GenAI event records that name a span are read into that span's step; the others
+    are counted as skipped (a line of only other records once, as "logs, not traces")."""
+    key, resource_logs = _field(doc, "resourceLogs")
+    used = other = loose = 0
+    for i, rl in enumerate(resource_logs if isinstance(resource_logs, list) else []):
         where = f"{prefix}{key}.{i}"
-        if not isinstance(rs, dict):
-            c.problem(line, where, "expected an object")
+        if not isinstance(rl, dict):
+            other += 1
             continue
-        _, res = _field(rs, "resource")
-        resource = _attributes(c, res.get("attributes") if isinstance(res, dict) else None, line,
-                               f"{where}.resource.attributes", None)
-        skey, scope_spans = _field(rs, "scopeSpans", "instrumentationLibrarySpans")
-        for j, ss in enumerate(scope_spans if isinstance(scope_spans, list) else []):
-            swhere = f"{where}.{skey}.{j}"
-            if not isinstance(ss, dict):
-                c.problem(line, swhere, "expected an object")
+        skey, scope_logs = _field(rl, "scopeLogs", "instrumentationLibraryLogs")
+        for j, sl in enumerate(scope_logs if isinstance(scope_logs, list) else []):
+            if not isinstance(sl, dict):
+                other += 1
                 continue
-            _, sc = _field(ss, "scope", "instrumentationLibrary")
-            scope: dict[str, Any] = {}
-            if isinstance(sc, dict):
-                scope = {k: sc[k] for k in ("name", "version") if sc.get(k)}
-                if sc.get("attributes"):
-                    scope["attributes"] = _attributes(c, sc["attributes"], line, f"{swhere}.scope.attributes", None)
-            pkey, spans = _field(ss, "spans")
-            for k, span in enumerate(spans if isinstance(spans, list) else []):
-                _read_otlp_span(c, span, line, f"{swhere}.{pkey}.{k}", resource, scope)
+            rkey, records = _field(sl, "logRecords")
+            for k, rec in enumerate(records if isinstance(records, list) else []):
+                rwhere = f"{where}.{skey}.{j}.{rkey}.{k}"
+                if not isinstance(rec, dict):
+                    other += 1
+                    continue
+                attributes = _attributes(c, _field(rec, "attributes")[1], line, f"{rwhere}.attributes", None)
+                name = _field(rec, "eventName")[1] or attributes.get("event.name")
+                if not is_genai_event(name):
+                    other += 1
+                    continue
+                trace_id = _hex_id(_field(rec, "traceId")[1])
+                span_id = _hex_id(_field(rec, "spanId")[1])
+                if trace_id is None or span_id is None:
+                    loose += 1
+                    continue
+                at = _time_field(c, rec, ("timeUnixNano", "observedTimeUnixNano"), line, rwhere, trace_id)
+                event: dict[str, Any] = {
+                    "name": name, "time": format_time(at),
+                    "attributes": {k: v for k, v in attributes.items() if k != "event.name"},
+                    "body": decode_any_value(_field(rec, "body")[1]), "source": "log",
+                }
+                c.add_event(trace_id, span_id, event)
+                used += 1
+    if loose:
+        c.result.skipped["GenAI log records not tied to a span"] += loose
+    if used == 0 and loose == 0:
+        c.result.skipped["logs, not traces"] += 1
+    elif other:
+        c.result.skipped["log records that are not GenAI events"] += other
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -984,8 +634,32 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: value}
 
 
+def _iso_time(c: _Collector, value: Any, line: int | None, where: str, trace_id: str | None) -> datetime | None:
+    try:
+        return parse_time(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        c.problem(line, where, f"not a time: {exc}", trace_id)
+        return None
+
+
+def _unflatten_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """A Phoenix spans-dataframe row ({"context.span_id": ..., "attributes.llm.model_name": ...}) as a record."""
+    out: dict[str, Any] = {"context": {}, "attributes": {}}
+    for k, v in rec.items():
+        if k.startswith("context."):
+            out["context"][k[len("context."):]] = v
+        elif k.startswith("attributes."):
+            if v is not None:  # a dataframe has a column for every attribute any span had
+                out["attributes"][k[len("attributes."):]] = v
+        else:
+            out[k] = v
+    return out
+
+
 def _read_span_record(c: _Collector, rec: dict[str, Any], line: int | None, where: str) -> None:
-    """One span as OpenInference/Phoenix or the OTel SDK's console exporter write it ({"context": {...}, ...})."""
+    """One span as Phoenix's REST API, OpenInference or the OTel SDK's console exporter write it:
+    {"name", "context": {"trace_id", "span_id"}, "parent_id", "span_kind", "start_time", "end_time" (ISO),
+    "status_code"/"status_message" or "status": {...}, "attributes" (flat or nested), "events": [...]}."""
     ctx = rec["context"]
     trace_id = _hex_id(ctx.get("trace_id"))
     if trace_id is None:
@@ -995,14 +669,12 @@ def _read_span_record(c: _Collector, rec: dict[str, Any], line: int | None, wher
     if span_id is None:
         c.problem(line, f"{where}context.span_id", "span without a span ID, left out", trace_id)
         return
-    times: list[datetime | None] = []
-    for key in ("start_time", "end_time"):
-        try:
-            times.append(parse_time(rec.get(key)))
-        except (ValueError, TypeError, OverflowError) as exc:
-            c.problem(line, f"{where}{key}", f"not a time: {exc}", trace_id)
-            times.append(None)
-    attributes = _flatten(rec.get("attributes") or {}) if isinstance(rec.get("attributes"), dict) else {}
+    start = _iso_time(c, rec.get("start_time"), line, f"{where}start_time", trace_id)
+    end = _iso_time(c, rec.get("end_time"), line, f"{where}end_time", trace_id)
+    raw_attrs = rec.get("attributes")
+    attributes = _flatten(raw_attrs) if isinstance(raw_attrs, dict) else {}
+    if raw_attrs is not None and not isinstance(raw_attrs, dict):
+        c.problem(line, f"{where}attributes", "expected an object; left out", trace_id)
     kind = rec.get("span_kind")
     if isinstance(kind, str) and kind.upper() in _OPENINFERENCE_KINDS and "openinference.span.kind" not in attributes:
         attributes["openinference.span.kind"] = kind
@@ -1010,23 +682,34 @@ def _read_span_record(c: _Collector, rec: dict[str, Any], line: int | None, wher
     status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
     code = status.get("status_code", rec.get("status_code"))
     message = status.get("description", rec.get("status_message"))
-    events = [
-        {"name": ev.get("name"), "time": ev.get("timestamp"), "attributes": _flatten(ev.get("attributes") or {})}
-        for ev in rec.get("events") or [] if isinstance(ev, dict)
-    ]
+    events = []
+    raw_events = rec.get("events")
+    for i, ev in enumerate(raw_events if isinstance(raw_events, list) else []):
+        if not isinstance(ev, dict):
+            c.problem(line, f"{where}events.{i}", "expected an event object", trace_id)
+            continue
+        at = _iso_time(c, ev.get("timestamp", ev.get("time")), line, f"{where}events.{i}.timestamp", trace_id)
+        ev_attrs = ev.get("attributes")
+        events.append({"name": ev.get("name"), "time": format_time(at),
+                       "attributes": _flatten(ev_attrs) if isinstance(ev_attrs, dict) else {}})
     resource = rec.get("resource", {}).get("attributes") if isinstance(rec.get("resource"), dict) else None
     known = {"name", "context", "parent_id", "kind", "span_kind", "start_time", "end_time", "status",
              "status_code", "status_message", "attributes", "events", "resource"}
     other = {k: v for k, v in rec.items() if k not in known}
     kind_name = rec.get("kind")
     name = rec.get("name")
+    parent = rec.get("parent_id")
     c.add(_Span(
-        trace_id=trace_id, span_id=span_id, parent_id=_hex_id(rec.get("parent_id")),
-        name=name if isinstance(name, str) and name else None, attributes=attributes, start=times[0], end=times[1],
+        trace_id=trace_id, span_id=span_id, parent_id=_hex_id(parent) if isinstance(parent, str) else None,
+        name=name if isinstance(name, str) and name else None, attributes=attributes, start=start, end=end,
         kind=_span_kind(kind_name) if kind_name else None, status=_status_code(code),
         status_message=_opt_text(message), events=events, metadata={"record": other} if other else {},
         resource=resource if isinstance(resource, dict) else None,
     ), line, where)
+
+
+def _is_span_record(rec: Mapping[str, Any]) -> bool:
+    return isinstance(rec.get("context"), dict) and "span_id" in rec["context"]
 
 
 def _read_record(c: _Collector, rec: Any, line: int | None, prefix: str = "") -> None:
@@ -1041,26 +724,70 @@ def _read_record(c: _Collector, rec: Any, line: int | None, prefix: str = "") ->
     if _field(rec, "resourceSpans")[1] is not None:
         _read_request(c, rec, line, prefix)
         return
-    for name, reason in (("resourceLogs", "logs, not traces"), ("resourceMetrics", "metrics, not traces"),
-                         ("resourceProfiles", "profiles, not traces")):
+    if _field(rec, "resourceLogs")[1] is not None:
+        _read_logs(c, rec, line, prefix)
+        return
+    for name, reason in (("resourceMetrics", "metrics, not traces"), ("resourceProfiles", "profiles, not traces")):
         if _field(rec, name)[1] is not None:
             c.result.skipped[reason] += 1
             return
-    if isinstance(rec.get("context"), dict) and "span_id" in rec["context"]:
+    if _is_span_record(rec):
         _read_span_record(c, rec, line, prefix)
+        return
+    if "context.span_id" in rec:
+        _read_span_record(c, _unflatten_record(rec), line, prefix)
+        return
+    data = rec.get("data")
+    if isinstance(data, list) and data and all(isinstance(d, dict) and _is_span_record(d) for d in data):
+        # Phoenix's REST answer: {"data": [spans], "next_cursor": ...}
+        _read_record(c, data, line, f"{prefix}data.")
         return
     c.result.skipped["not trace data"] += 1
 
 
-def _open(path: Path) -> IO[str]:
+# ---------------------------------------------------------------------------------------------------------------
+# Files: JSON (a document, several, or JSON Lines), protobuf, either of them gzip-compressed.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _compressed(path: Path) -> bool:
     with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _open_binary(path: Path) -> BufferedIOBase:
+    return gzip.open(path, "rb") if _compressed(path) else open(path, "rb")
+
+
+def _open_text(path: Path) -> IO[str]:
+    if _compressed(path):
         return gzip.open(path, "rt", encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
 
 
-def _read_document(c: _Collector, text: str) -> None:
+BINARY_SUFFIXES = (".pb", ".protobuf", ".binpb")
+
+
+def looks_binary(head: bytes, suffix: str) -> bool:
+    """Whether the first bytes of a (decompressed) file are protobuf rather than JSON text.
+
+    JSON text never holds control characters other than tab, newline and carriage return; protobuf's field tags
+    and lengths put them in the first few bytes. A file named .pb that does not open like JSON is protobuf too.
+    """
+    if any(b < 0x20 and b not in (0x09, 0x0A, 0x0D) for b in head):
+        return True
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    return suffix.lower() in BINARY_SUFFIXES and bool(text) and text[:1] not in (b"{", b"[")
+
+
+def _is_protobuf(path: Path) -> bool:
+    name = path.name.lower().removesuffix(".gz")
+    with _open_binary(path) as fh:
+        head = fh.read(4096)
+    return looks_binary(head, Path(name).suffix)
+
+
+def _read_document(c: _Collector, text: str) -> Iterator[Trace]:
     """A whole-file JSON document, or several written one after another (pretty-printed console output)."""
     decoder = json.JSONDecoder()
     pos = 0
@@ -1078,35 +805,7 @@ def _read_document(c: _Collector, text: str) -> None:
             return
         _read_record(c, scrub_parsed(rec, text), None, "" if count == 0 else f"[{count}].")
         count += 1
-
-
-def read_otlp(path: Path, result: ImportResult) -> Iterator[Trace]:
-    """Traces from an OTLP/JSON file: one request, JSON Lines of requests (gzip or not), or OpenInference spans.
-
-    Spans are grouped by trace ID over the whole file, so a trace spread over many lines is one trace.
-    Bad lines and spans are reported in `result.problems` and the rest still imports; only OSError is raised.
-    """
-    c = _Collector(path, result)
-    try:
-        with _open(path) as fh:
-            first = ""
-            first_no = 0
-            for first_no, first in enumerate(fh, start=1):  # noqa: B007 (used after the loop)
-                if first.strip():
-                    break
-            first = first.lstrip("\ufeff")
-            if first.strip() in ("{", "[") or not first.strip():
-                # A pretty-printed document: only the whole text parses.
-                _read_document(c, first + fh.read())
-            else:
-                # JSON Lines (the Collector's file exporter); a single-line document is the one-line case.
-                _read_line(c, first, first_no)
-                for lineno, line in enumerate(fh, start=first_no + 1):
-                    _read_line(c, line, lineno)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        # A truncated or corrupt gzip stream: keep what was read before it broke.
-        result.problems.append(ImportProblem(str(path), None, None, f"compressed data is damaged: {exc}"))
-    yield from c.traces_out()
+        yield from c.over_budget()
 
 
 def _read_line(c: _Collector, line: str, lineno: int) -> None:
@@ -1119,3 +818,63 @@ def _read_line(c: _Collector, line: str, lineno: int) -> None:
         return
     _read_record(c, scrub_parsed(rec, line), lineno)
 
+
+def _read_text(c: _Collector, path: Path) -> Iterator[Trace]:
+    with _open_text(path) as fh:
+        first = ""
+        first_no = 0
+        for first_no, first in enumerate(fh, start=1):  # noqa: B007 (used after the loop)
+            if first.strip():
+                break
+        first = first.lstrip("\ufeff")
+        if first.strip() in ("{", "[") or not first.strip():
+            # A pretty-printed document: only the whole text parses.
+            yield from _read_document(c, first + fh.read())
+            return
+        # JSON Lines (the Collector's file exporter); a single-line document is the one-line case.
+        _read_line(c, first, first_no)
+        yield from c.over_budget()
+        for lineno, line in enumerate(fh, start=first_no + 1):
+            _read_line(c, line, lineno)
+            yield from c.over_budget()
+
+
+def _read_binary(c: _Collector, path: Path) -> Iterator[Trace]:
+    try:
+        from .otlp_protobuf import read_protobuf
+    except ImportError as exc:  # an install without the protobuf packages still reads JSON
+        c.problem(None, None, f"an OTLP protobuf file, and protobuf support is not installed ({exc})")
+        return
+    with _open_binary(path) as fh:
+        for part in read_protobuf(fh):
+            if part.kind == "problem":
+                c.problem(None, part.where[:-1] or None, part.problem or "cannot be read")
+            elif part.kind == "spans" and part.record is not None:
+                _read_resource_spans(c, scrub(part.record), None, part.where[:-1])
+            elif part.kind == "logs" and part.record is not None:
+                _read_logs(c, scrub(part.record), None, part.where)
+            elif part.kind == "metrics":
+                c.result.skipped["metrics, not traces"] += 1
+            yield from c.over_budget()
+
+
+def read_otlp(path: Path, result: ImportResult, *, max_pending_spans: int | None = None) -> Iterator[Trace]:
+    """Traces from an OTLP file (JSON: one request, JSON Lines of requests; protobuf: one request or a framed
+    stream; either gzip-compressed), or from OpenInference / Phoenix span records (a list or JSON Lines).
+
+    Spans are grouped by trace ID, so a trace spread over many lines is one trace; GenAI events sent as log
+    records join their span. At most `max_pending_spans` spans are held (default MAX_PENDING_SPANS): past that
+    the least recently touched traces are yielded early, and a trace completed later comes as a second part.
+    Every trace is yielded with `merge` set, so that the store combines the parts span by span.
+    Bad lines and spans are reported in `result.problems` and the rest still imports; only OSError is raised.
+    """
+    c = _Collector(path, result, MAX_PENDING_SPANS if max_pending_spans is None else max_pending_spans)
+    try:
+        if _is_protobuf(path):
+            yield from _read_binary(c, path)
+        else:
+            yield from _read_text(c, path)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # A truncated or corrupt gzip stream: keep what was read before it broke.
+        result.problems.append(ImportProblem(str(path), None, None, f"compressed data is damaged: {exc}"))
+    yield from c.traces_out()

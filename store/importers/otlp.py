@@ -614,7 +614,7 @@ def _read_logs(c: _Collector, doc: dict[str, Any], line: int | None, prefix: str
     if loose:
         c.result.skipped["GenAI log records not tied to a span"] += loose
     if used == 0 and loose == 0:
-        c.result.skipped["logs, not traces"] += 1
+        c.result.skip("logs, not traces", c.file, line)
     elif other:
         c.result.skipped["log records that are not GenAI events"] += other
 
@@ -729,7 +729,7 @@ def _read_record(c: _Collector, rec: Any, line: int | None, prefix: str = "") ->
         return
     for name, reason in (("resourceMetrics", "metrics, not traces"), ("resourceProfiles", "profiles, not traces")):
         if _field(rec, name)[1] is not None:
-            c.result.skipped[reason] += 1
+            c.result.skip(reason, c.file, line)
             return
     if _is_span_record(rec):
         _read_span_record(c, rec, line, prefix)
@@ -742,7 +742,7 @@ def _read_record(c: _Collector, rec: Any, line: int | None, prefix: str = "") ->
         # Phoenix's REST answer: {"data": [spans], "next_cursor": ...}
         _read_record(c, data, line, f"{prefix}data.")
         return
-    c.result.skipped["not trace data"] += 1
+    c.result.skip("not trace data", c.file, line)
 
 
 # ---------------------------------------------------------------------------------------------------------------

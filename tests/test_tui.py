@@ -34,7 +34,7 @@ from tui.trace_text import (
     totals_text,
 )
 from tui.widgets.text_view import TextView
-from tui.widgets.trace_table import COLUMNS, TraceTable, cell_values, layout_columns, row_index
+from tui.widgets.trace_table import COLUMNS, TraceTable, cell_values, follow, layout_columns, row_index
 
 from .conftest import SEED, make_trace
 
@@ -827,3 +827,116 @@ async def test_footer_shows_reload_where_it_fits(store: Store, tmp_path: Path) -
             await settle(pilot)
             footer = screen_text(app).splitlines()[-1]
             assert ("r Reload" in footer) != shown, (width, footer)
+
+
+# --------------------------------------------------------------------------- traces written by another process
+
+
+def newer_trace(i: int, version: str = "v7") -> Trace:
+    """A trace newer than every one `build_store` writes (those end on 2026-01-14)."""
+    t = make_trace(i, version=version)
+    t["id"] = f"trc_live{i:02d}"
+    t["started_at"] = t["steps"][0]["started_at"] = f"2026-02-01T00:00:{i:02d}Z"
+    t["steps"][0]["ended_at"] = f"2026-02-01T00:00:{i:02d}.500Z"
+    return Trace.model_validate(t)
+
+
+def write_elsewhere(path: Path, *traces: Trace) -> None:
+    """Traces written through a connection of their own, as another process (`loupe serve`, an app) would."""
+    with Store(path) as other:
+        other.insert_traces(traces)
+
+
+async def wait_for(pilot: Pilot[Any], done: Any, what: str) -> None:
+    """Let the app poll the store until `done()` holds; a few seconds at most."""
+    for _ in range(100):
+        await pilot.pause(0.05)
+        if done():
+            await settle(pilot)
+            return
+    raise AssertionError(f"the list never showed {what}")
+
+
+async def test_new_traces_appear_and_the_selection_stays(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, page_size=10, evals_dir=tmp_path / "evals", poll_interval=0.05)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("j", "j")
+        t = table(app)
+        assert t.selected_trace_id == "trc_t0028" and t.cursor_row == 2
+        write_elsewhere(store.path, newer_trace(1), newer_trace(2))
+        await wait_for(pilot, lambda: t.row_count == 33, "the two new traces")
+        assert t.selected_trace_id == "trc_t0028" and t.cursor_row == 4  # the same trace, two rows down
+        assert t.scroll_y == 0  # a list at the top stays there, so the new traces show
+        assert [t.row(i).id for i in range(2)] == ["trc_live02", "trc_live01"]  # type: ignore[union-attr]
+        assert "33 traces" in summary(app)
+        text = screen_text(app)
+        assert "trc_live02" in text and "trc_live01" in text
+        # Nothing new: no refresh, nothing moves.
+        await pilot.pause(0.2)
+        await settle(pilot)
+        assert t.row_count == 33 and t.selected_trace_id == "trc_t0028"
+
+
+async def test_new_traces_leave_a_scrolled_view_where_it_was(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, page_size=5, evals_dir=tmp_path / "evals", poll_interval=0.05)
+    async with app.run_test(size=(120, 16)) as pilot:
+        await settle(pilot)
+        await pilot.press("end", "k", "k")
+        await settle(pilot)
+        t = table(app)
+        assert t.selected_trace_id == "trc_t0002" and t.cursor_row == 28
+        before_scroll = int(t.scroll_y)
+        assert before_scroll > 0
+        def rows_in_view() -> list[str]:
+            # The table's rows, without the header, count and footer lines and the scrollbar column.
+            return [line[:-1] for line in screen_text(app).splitlines()[3:-1]]
+
+        rows_before = rows_in_view()
+        write_elsewhere(store.path, *(newer_trace(i) for i in range(3)))
+        await wait_for(pilot, lambda: t.row_count == 34, "the three new traces")
+        assert t.selected_trace_id == "trc_t0002" and t.cursor_row == 31
+        assert int(t.scroll_y) == before_scroll + 3
+        assert rows_in_view() == rows_before  # the rows in view did not move
+        assert "34 traces" in summary(app)
+        await pilot.press("k")  # the list goes on working from the new place
+        assert t.selected_trace_id == "trc_t0003"
+
+
+async def test_new_traces_outside_the_filter_only_change_the_total(store: Store, tmp_path: Path) -> None:
+    flt = TraceFilter(prompt_versions=["v7"])
+    app = make_app(store, flt=flt, evals_dir=tmp_path / "evals", poll_interval=0.05)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        t = table(app)
+        assert t.row_count == 11 and "11 of 31 traces match" in summary(app)
+        write_elsewhere(store.path, newer_trace(1, version="v5"))
+        await wait_for(pilot, lambda: "of 32 traces" in summary(app), "the new total")
+        assert t.row_count == 11 and t.selected_trace_id == "trc_7J4k9"
+        write_elsewhere(store.path, newer_trace(2, version="v7"))
+        await wait_for(pilot, lambda: t.row_count == 12, "the new v7 trace")
+        assert "12 of 33 traces match" in summary(app) and t.selected_trace_id == "trc_7J4k9"
+
+
+async def test_traces_written_while_a_trace_is_open_show_on_return(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, evals_dir=tmp_path / "evals", poll_interval=0.05)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("j", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TraceViewScreen)
+        write_elsewhere(store.path, newer_trace(1))
+        await pilot.pause(0.2)
+        await pilot.press("escape")
+        t = table(app)
+        await wait_for(pilot, lambda: t.row_count == 32, "the new trace")
+        assert t.selected_trace_id == "trc_t0029" and t.cursor_row == 2
+
+
+def test_follow_keeps_the_trace_and_the_view() -> None:
+    # (cursor, scroll, new index of the selected trace, count, height) -> (cursor, scroll)
+    assert follow(2, 0, 4, 33, 20) == (4, 0)  # at the top: stay at the top
+    assert follow(28, 10, 31, 34, 20) == (31, 13)  # scrolled: the view moves with the trace
+    assert follow(0, 0, 30, 40, 11) == (30, 21)  # pushed out of view: brought back in
+    assert follow(5, 3, None, 4, 20) == (3, 0)  # the trace left the list: the nearest row
+    assert follow(5, 3, None, 0, 20) == (0, 0)

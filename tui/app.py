@@ -18,7 +18,7 @@ from textual.screen import Screen
 
 from store.db import Store, TraceFilter
 from tui.format import inert
-from tui.screens.trace_list import TraceListScreen
+from tui.screens.trace_list import POLL_SECONDS, TraceListScreen
 from tui.screens.trace_view import TraceViewScreen
 from tui.widgets.trace_table import PAGE_SIZE
 from tui.workers import ReportsWorkerFailures
@@ -59,6 +59,7 @@ class LoupeApp(ReportsWorkerFailures, App[None]):
         flt: TraceFilter | None = None,
         evals_dir: Path | None = None,
         page_size: int = PAGE_SIZE,
+        poll_interval: float | None = POLL_SECONDS,
     ) -> None:
         super().__init__()
         self.store = store
@@ -66,11 +67,13 @@ class LoupeApp(ReportsWorkerFailures, App[None]):
         self.initial_filter = flt or TraceFilter()
         self.evals_dir = Path(evals_dir) if evals_dir is not None else Path("evals")
         self.page_size = page_size
+        self.poll_interval = poll_interval  # seconds between checks for traces written by others; None: never
         # Two quick presses of `e` must not race to write the same case.
         self._promote_lock = threading.Lock()
 
     def get_default_screen(self) -> Screen[Any]:
-        return TraceListScreen(self.store, self.initial_filter, page_size=self.page_size)
+        return TraceListScreen(self.store, self.initial_filter, page_size=self.page_size,
+                               poll_interval=self.poll_interval)
 
     def on_mount(self) -> None:
         self.sub_title = inert(str(self.store.path), keep_newlines=False)
@@ -140,6 +143,8 @@ def make_app(
     flt: TraceFilter | None = None,
     evals_dir: Path | None = None,
     page_size: int = PAGE_SIZE,
+    poll_interval: float | None = POLL_SECONDS,
 ) -> LoupeApp:
     """The app as the CLI runs it and the tests drive it."""
-    return LoupeApp(store, trace_id=trace_id, flt=flt, evals_dir=evals_dir, page_size=page_size)
+    return LoupeApp(store, trace_id=trace_id, flt=flt, evals_dir=evals_dir, page_size=page_size,
+                    poll_interval=poll_interval)

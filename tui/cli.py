@@ -304,6 +304,85 @@ def promote(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="The address to listen on. Loopback only by default: the "
+                                                     "receiver has no authentication.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The port to listen on (4318: OTLP/HTTP's own).")] = 4318,
+    db: DbOpt = None,
+) -> None:
+    """Receive OTLP/HTTP traces (POST /v1/traces, JSON or protobuf) into the store until Ctrl+C."""
+    import signal
+    import threading
+    import time
+
+    from store.server import OTLPServer, Outcome, is_loopback
+
+    from .format import inert, plural
+
+    if not 0 <= port <= 65535:
+        _err(f"--port must be between 0 and 65535, not {port}")
+        raise typer.Exit(EXIT_USAGE)
+    store = _open_store(db, create=True)
+    printing = threading.Lock()
+    totals = {"requests": 0, "spans": 0}
+
+    def say(line: str, *, err: bool = False) -> None:
+        with printing:
+            stream = sys.stderr if err else sys.stdout
+            stream.write(line + "\n")
+            stream.flush()
+
+    def on_request(o: Outcome) -> None:
+        now = time.strftime("%H:%M:%S")
+        peer = inert(o.peer, keep_newlines=False)
+        if o.received is None:
+            say(f"{now} {peer} {o.method} {inert(o.path, keep_newlines=False)[:80]}: {o.status} "
+                f"{inert(o.error or '', keep_newlines=False)[:300]}", err=True)
+            return
+        r = o.received
+        with printing:  # handler threads report at once
+            totals["requests"] += 1
+            totals["spans"] += r.stored
+        line = f"{now} {peer} {plural(r.traces, 'trace')}, {plural(r.stored, 'span')} stored"
+        if r.rejected:
+            line += f", {plural(r.rejected, 'span')} left out"
+        say(line)
+        for problem in r.problems[:5]:
+            say(f"  {inert(problem, keep_newlines=False)[:300]}", err=True)
+        if len(r.problems) > 5:
+            say(f"  … and {len(r.problems) - 5} more problems", err=True)
+
+    try:
+        server = OTLPServer(host, port, store, on_request=on_request)
+    except OSError as exc:
+        _err(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        store.close()
+        raise typer.Exit(EXIT_USAGE) from exc
+    if not is_loopback(host):
+        _err(f"warning: listening on {host}, not loopback: anyone who can reach this machine on port {port} can "
+             "write traces into the store (there is no authentication)")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    say(f"Receiving OTLP/HTTP traces at {server.url} into {inert(str(store.path))}")
+    say(f"Exporters: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT={server.url} (JSON or protobuf, gzip or not). "
+        "Ctrl+C stops.")
+    try:
+        server.serve_forever(poll_interval=0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        # Requests being committed are answered before the store closes; idle connections are just dropped.
+        server.wait_idle(timeout=30)
+        store.close()
+    say(f"Stopped: {plural(totals['spans'], 'span')} from {plural(totals['requests'], 'request')} stored in "
+        f"{inert(str(store.path))}")
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the native format: one trace, as one line of a JSON Lines file."""
     from store.models import Trace

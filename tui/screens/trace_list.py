@@ -14,6 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Header, Input, Static
+from textual.worker import Worker
 
 from store.db import Store, TraceFilter
 from tui.format import one_line
@@ -23,6 +24,7 @@ from tui.widgets.trace_table import PAGE_SIZE, TraceTable
 from tui.workers import ReportsWorkerFailures
 
 WIDE_FOOTER = 100  # columns from which the footer has room for `r Reload`
+POLL_SECONDS = 1.0  # how often the list asks the store whether another process has written to it
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,24 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         generation: int
         total: int
 
-    def __init__(self, store: Store, flt: TraceFilter | None = None, *, page_size: int = PAGE_SIZE) -> None:
+    @dataclass
+    class _DataVersion(Message):
+        version: int
+
+    def __init__(self, store: Store, flt: TraceFilter | None = None, *, page_size: int = PAGE_SIZE,
+                 poll_interval: float | None = POLL_SECONDS) -> None:
         super().__init__()
         self.store = store
         self._initial_filter = flt or TraceFilter()
         self.page_size = page_size
+        self.poll_interval = poll_interval
         self.matching: int | None = None
         self.total: int | None = None
         self._generation = 0
+        # Taken before the first rows are read, so that a trace written while they load is noticed. One PRAGMA;
+        # every later reading happens in a worker.
+        self._data_version: int | None = store.data_version() if poll_interval else None
+        self._poll_worker: Worker[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◎")
@@ -86,12 +98,41 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
     def on_mount(self) -> None:
         self.table.focus()
         self._count_total()
+        if self.poll_interval:
+            self.set_interval(self.poll_interval, self._poll_store, name="poll-store")
+
+    def on_screen_resume(self) -> None:
+        self._poll_store()  # back from a trace: show what arrived meanwhile now, not at the next tick
+
+    # ------------------------------------------------------------------ new traces from other processes
+
+    def _poll_store(self) -> None:
+        if not self.poll_interval or not self.is_current:
+            return
+        if self._poll_worker is not None and not self._poll_worker.is_finished:
+            return  # the last check has not answered yet (a long write holds the store): one at a time
+        self._poll_worker = self._read_data_version()
+
+    @work(thread=True, exclusive=False, group="poll-store", exit_on_error=False,
+          description="checking the store for new traces")
+    def _read_data_version(self) -> None:
+        self.post_message(self._DataVersion(self.store.data_version()))
+
+    def on_trace_list_screen__data_version(self, message: _DataVersion) -> None:
+        if message.version == self._data_version:
+            return
+        # While the list is still being counted there is nothing to refresh yet: the next tick tries again.
+        if self.table.refresh_rows():
+            self._data_version = message.version
+            self._count_total(keep=True)
 
     # ------------------------------------------------------------------ counts
 
-    def _count_total(self) -> None:
+    def _count_total(self, *, keep: bool = False) -> None:
+        """Count all traces; `keep` shows the old total until the new one is known."""
         self._generation += 1
-        self.total = None
+        if not keep:
+            self.total = None
         self._load_total(self._generation)
 
     @work(thread=True, exclusive=True, group="trace-total", exit_on_error=False, description="counting all traces")

@@ -194,6 +194,26 @@ def row_index(store: Store, flt: TraceFilter, trace_id: str) -> int | None:
     return store.count_traces(newer) + ties.index(trace_id)
 
 
+def follow(cursor: int, scroll: int, index: int | None, count: int, height: int) -> tuple[int, int]:
+    """Where the cursor and the view go when rows have come and gone above them.
+
+    The cursor stays on its trace, now at row `index` (or at its row number, when the list no longer holds the
+    trace). A view at the top stays at the top, so that new traces show; any other view moves with the selected
+    trace, so that the rows in view stay where they were. `height` counts the header line.
+    """
+    if count <= 0:
+        return 0, 0
+    new_cursor = min(cursor, count - 1) if index is None else index
+    new_scroll = scroll if scroll == 0 or index is None else scroll + index - cursor
+    visible = max(height - 1, 1)
+    new_scroll = max(0, min(new_scroll, count - visible))
+    if new_cursor < new_scroll:
+        new_scroll = new_cursor
+    elif new_cursor >= new_scroll + visible:
+        new_scroll = new_cursor - visible + 1
+    return new_cursor, new_scroll
+
+
 class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
     """The trace list: renders only the visible lines, fetching pages of rows from the store as needed."""
 
@@ -275,6 +295,17 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         generation: int
         index: int | None
 
+    @dataclass
+    class _Refreshed(Message):
+        """The rows read again after the store changed: the count and the pages in view, all at once."""
+
+        token: int
+        generation: int
+        count: int
+        pages: dict[int, list[TraceSummary]]
+        start: tuple[int, int]  # (cursor row, scroll offset) when the refresh began
+        place: tuple[int, int]  # where they go now, so that the same trace stays selected
+
     def __init__(
         self,
         store: Store,
@@ -300,6 +331,8 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         self._fetch_scheduled = False
         self._wanted: set[int] = set()
         self._pending_cursor: int | None = None  # a row to put the cursor on once the rows are counted
+        self._refresh_token = 0
+        self._locating: str | None = None  # a trace being looked for by select_trace
 
     # ------------------------------------------------------------------ public API
 
@@ -320,6 +353,7 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         self._failed.clear()
         self._wanted.clear()
         self._pending_cursor = None
+        self._locating = None
         self.row_count = None
         self.virtual_size = Size(0, 1)
         self.scroll_to(y=0, animate=False)
@@ -327,6 +361,19 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         self._count_rows(self._generation, self.filter)
         self._request_page(0)
         self.refresh()
+
+    def refresh_rows(self) -> bool:
+        """Read the rows again (the store has changed), keeping the selected trace selected and the view in place.
+
+        The rows on screen stay until the new ones have been read, so nothing flashes. False, and nothing done,
+        while the rows are still being counted: that count reads the store as it is now anyway."""
+        if self.row_count is None:
+            return False
+        self._refresh_token += 1
+        start = (self.cursor_row, int(self.scroll_y))
+        self._reread(self._refresh_token, self._generation, self.filter, self.selected_trace_id, start,
+                     max(self.scrollable_content_region.height, 1))
+        return True
 
     def row(self, index: int) -> TraceSummary | None:
         """The row at `index` if its page is in the cache (None while loading)."""
@@ -364,6 +411,7 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
                 if row.id == trace_id:
                     self.move_cursor(page * self.page_size + offset)
                     return
+        self._locating = trace_id
         self._locate(self._generation, self.filter, trace_id)
 
     # ------------------------------------------------------------------ data
@@ -408,7 +456,10 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
 
     def on_trace_table__located(self, message: _Located) -> None:
         message.stop()
-        if message.generation == self._generation and message.index is not None:
+        if message.generation != self._generation:
+            return
+        self._locating = None
+        if message.index is not None:
             self.move_cursor(message.index)
 
     @work(thread=True, exclusive=True, group="trace-count", exit_on_error=False, description="counting traces")
@@ -416,6 +467,44 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         count = self.store.count_traces(flt)
         if not get_current_worker().is_cancelled:
             self.post_message(self._CountLoaded(generation, count))
+
+    # Not exclusive: an older refresh runs to its end (a cancelled worker would surface as a failure to whoever
+    # waits on it) and its answer is dropped for the newer one's token.
+    @work(thread=True, exclusive=False, group="trace-refresh", exit_on_error=False, description="reading new traces")
+    def _reread(self, token: int, generation: int, flt: TraceFilter, keep: str | None, start: tuple[int, int],
+                height: int) -> None:
+        count = self.store.count_traces(flt)
+        index = row_index(self.store, flt, keep) if keep is not None else None
+        cursor, scroll = follow(start[0], start[1], index, count, height)
+        pages: dict[int, list[TraceSummary]] = {}
+        for page in range(scroll // self.page_size, (scroll + height) // self.page_size + 1):
+            if page * self.page_size >= count or get_current_worker().is_cancelled:
+                break
+            pages[page] = self.store.list_traces(flt, limit=self.page_size, offset=page * self.page_size)
+        if not get_current_worker().is_cancelled:
+            self.post_message(self._Refreshed(token, generation, count, pages, start, (cursor, scroll)))
+
+    def on_trace_table__refreshed(self, message: _Refreshed) -> None:
+        message.stop()
+        if message.token != self._refresh_token or message.generation != self._generation:
+            return  # a newer refresh, or another filter, came since
+        # Where the user moved while the rows were read, they move from the new place.
+        cursor = message.place[0] + self.cursor_row - message.start[0]
+        scroll = message.place[1] + int(self.scroll_y) - message.start[1]
+        self._generation += 1  # pages still loading hold the old rows
+        self._pages = OrderedDict(sorted(message.pages.items()))
+        self._loading.clear()
+        self._failed.clear()
+        self._wanted.clear()
+        self.row_count = message.count
+        self.virtual_size = Size(0, message.count + 1)  # +1: the header line
+        self.scroll_to(y=scroll, animate=False, immediate=True)  # before the cursor brings its row into view
+        self.cursor_row = cursor
+        self.refresh()
+        self.post_message(self.Counted(message.count))
+        self._post_highlighted()
+        if self._locating is not None:
+            self._locate(self._generation, self.filter, self._locating)  # its answer was for the old rows
 
     def on_trace_table__page_loaded(self, message: _PageLoaded) -> None:
         message.stop()

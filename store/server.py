@@ -1,0 +1,493 @@
+"""An OTLP/HTTP receiver: spans posted to /v1/traces are committed to the store before they are acknowledged."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import sqlite3
+import threading
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from .db import Store
+from .importers.base import ImportResult, scrub_parsed
+from .models import Trace
+
+TRACES_PATH = "/v1/traces"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4318  # the port OTLP/HTTP exporters send to by default
+MAX_BODY = 64 * 1024 * 1024  # bytes, before and after decompression: the OTel SDK exporters' own request limit
+SOURCE = "OTLP/HTTP (loupe serve)"
+JSON_TYPE = "application/json"
+PROTOBUF_TYPE = "application/x-protobuf"
+_SHOWN_PROBLEMS = 3  # problems quoted in a response's partial-success message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OTLP request documents as traces.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def traces_from_request(doc: Mapping[str, Any], source: str, result: ImportResult) -> list[Trace]:
+    """The traces in one OTLP ExportTraceServiceRequest, as protobuf-JSON (camelCase or snake_case keys).
+
+    A request holds only part of a trace (an exporter sends each span, or each batch, as it ends), so every trace is
+    returned with `merge` set: the store combines the parts span by span, and relinks a span whose parent came in
+    another request (store.db.merge_traces). Bad spans and fields are reported in `result.problems`.
+
+    A thin adapter over the OTLP importer's internals, until store.importers.otlp exports an entry point of its own.
+    """
+    from .importers import otlp
+
+    if doc.get("resourceSpans", doc.get("resource_spans")) is None:
+        return []  # an empty request (protobuf leaves out empty fields): nothing in it
+    collector = otlp._Collector(Path(source), result, max_pending=2**62)
+    # As for a file read in parts: a request without the root span says nothing of the trace's name or text.
+    collector.handed_on_early = True
+    otlp._read_request(collector, dict(doc), None, "")
+    traces = list(collector.traces_out())
+    for trace in traces:
+        trace.merge = True  # a span whose parent came in another request is relinked when the store merges
+    return traces
+
+
+def request_from_protobuf(data: bytes) -> dict[str, Any]:
+    """A binary ExportTraceServiceRequest as the protobuf-JSON dict that OTLP/JSON sends. Raises DecodeError."""
+    message = ExportTraceServiceRequest.FromString(data)
+    doc: dict[str, Any] = MessageToDict(message, preserving_proto_field_name=False)
+    return doc
+
+
+def count_spans(doc: Mapping[str, Any]) -> int:
+    """The spans a request holds, whatever their state."""
+    n = 0
+    for rs in _list(doc, "resourceSpans", "resource_spans"):
+        if isinstance(rs, Mapping):
+            for ss in _list(rs, "scopeSpans", "scope_spans", "instrumentationLibrarySpans"):
+                if isinstance(ss, Mapping):
+                    n += len(_list(ss, "spans"))
+    return n
+
+
+def _list(d: Mapping[str, Any], *keys: str) -> list[Any]:
+    for key in keys:
+        value = d.get(key)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+@dataclass
+class Received:
+    """What one request brought and what became of it."""
+
+    traces: int = 0  # traces written (each a part of a trace, merged with what the store had)
+    spans: int = 0  # spans in the request
+    stored: int = 0  # spans written
+    rejected: int = 0  # spans left out: unreadable, or their trace could not be stored
+    problems: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        """The problems in a few words, for the response's partial-success message."""
+        shown = "; ".join(self.problems[:_SHOWN_PROBLEMS])
+        more = len(self.problems) - _SHOWN_PROBLEMS
+        return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def store_request(store: Store, doc: Mapping[str, Any], source: str = SOURCE) -> Received:
+    """Read one OTLP request document and commit its traces. Raises sqlite3.Error when the store cannot be written
+    (nothing of the request is then stored)."""
+    result = ImportResult()
+    traces = traces_from_request(doc, source, result)
+    counts = store.insert_traces(traces)
+    failed = {trace_id for trace_id, _, _ in counts.failed}
+    out = Received(traces=counts.traces, spans=count_spans(doc))
+    out.stored = sum(len(t.steps) for t in traces if t.id not in failed)
+    duplicates = result.skipped.get("duplicate span", 0)
+    out.rejected = max(0, out.spans - out.stored - duplicates)
+    out.problems = [f"{p.field}: {p.message}" if p.field else p.message for p in result.problems]
+    out.problems += [f"trace {trace_id} {why}" for trace_id, _, why in counts.failed]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bodies: content types, compression, limits.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RequestError(Exception):
+    """A request that is answered with an error status; the message says why, in words."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def media_type(content_type: str | None) -> str | None:
+    """"json", "protobuf", or None for any other Content-Type (parameters such as charset are ignored)."""
+    if not content_type:
+        return None
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return {JSON_TYPE: "json", PROTOBUF_TYPE: "protobuf"}.get(kind)
+
+
+def decompress(body: bytes, encoding: str | None, limit: int = MAX_BODY) -> bytes:
+    """The body without its Content-Encoding (gzip, deflate or none), never more than `limit` bytes."""
+    enc = (encoding or "").strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc in ("gzip", "x-gzip"):
+        return _inflate(body, 16 + zlib.MAX_WBITS, limit, "gzip")
+    if enc == "deflate":
+        try:
+            return _inflate(body, zlib.MAX_WBITS, limit, "deflate")
+        except RequestError as exc:
+            if exc.status != 400:
+                raise
+            return _inflate(body, -zlib.MAX_WBITS, limit, "deflate")  # raw deflate, without the zlib wrapper
+    raise RequestError(415, f"Content-Encoding {encoding!r} is not supported: send gzip, deflate or none")
+
+
+def _inflate(data: bytes, wbits: int, limit: int, name: str) -> bytes:
+    out = bytearray()
+    while True:
+        d = zlib.decompressobj(wbits)
+        try:
+            out += d.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise RequestError(400, f"the body is not valid {name} data: {exc}") from exc
+        if len(out) > limit:
+            raise RequestError(413, f"the body is over {limit:,} bytes once decompressed")
+        if not d.eof:
+            raise RequestError(400, f"the {name} data ends early: the body is truncated")
+        data = d.unused_data
+        if not (wbits > 16 and data.strip(b"\x00")):
+            return bytes(out)  # gzip allows several members one after another; nothing else follows the data
+
+
+def decode_request(body: bytes, content_type: str | None, content_encoding: str | None,
+                   limit: int = MAX_BODY) -> dict[str, Any]:
+    """An OTLP trace request body as a protobuf-JSON dict. Raises RequestError saying what is wrong with it."""
+    kind = media_type(content_type)
+    if kind is None:
+        raise RequestError(415, f"Content-Type {content_type or '(none)'!r} is not supported: send {JSON_TYPE} "
+                                f"(OTLP/JSON) or {PROTOBUF_TYPE} (OTLP/protobuf)")
+    data = decompress(body, content_encoding, limit)
+    if kind == "protobuf":
+        try:
+            return request_from_protobuf(data)
+        except (DecodeError, ValueError) as exc:
+            raise RequestError(400, f"the body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"the body is not UTF-8 text: {exc}") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(400, f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+                           ) from exc
+    except RecursionError as exc:
+        raise RequestError(400, "the body is not valid JSON: nested too deeply") from exc
+    if not isinstance(doc, dict):
+        raise RequestError(400, f"the body is not an OTLP request: expected a JSON object, found "
+                                f"{type(doc).__name__}")
+    return dict(scrub_parsed(doc, text))
+
+
+def check_request(doc: Mapping[str, Any]) -> None:
+    """Refuse a document that is not a trace request at all (an empty request is a request, with nothing in it)."""
+    spans = doc.get("resourceSpans", doc.get("resource_spans"))
+    if spans is None:
+        for key, what in (("resourceLogs", "logs"), ("resource_logs", "logs"), ("resourceMetrics", "metrics"),
+                          ("resource_metrics", "metrics")):
+            if key in doc:
+                raise RequestError(400, f"this is an OTLP {what} request; loupe serve takes traces only, "
+                                        f"at {TRACES_PATH}")
+        return
+    if not isinstance(spans, list):
+        raise RequestError(400, f"resourceSpans: expected a list, found {type(spans).__name__}")
+
+
+def response_body(kind: str | None, received: Received | None) -> tuple[bytes, str]:
+    """An ExportTraceServiceResponse in the request's encoding, with a partial success when something was left
+    out or could not be read."""
+    response = ExportTraceServiceResponse()
+    if received is not None and (received.rejected or received.problems):
+        response.partial_success.CopyFrom(ExportTracePartialSuccess(
+            rejected_spans=received.rejected, error_message=received.message()))
+    if kind == "protobuf":
+        return response.SerializeToString(), PROTOBUF_TYPE
+    return json.dumps(MessageToDict(response)).encode(), JSON_TYPE
+
+
+def error_body(kind: str | None, message: str) -> tuple[bytes, str]:
+    """An error reason: JSON for JSON requests, plain text otherwise."""
+    if kind == "json":
+        return json.dumps({"error": message}).encode(), JSON_TYPE
+    return (message + "\n").encode("utf-8", errors="replace"), "text/plain; charset=utf-8"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The HTTP server.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """One request as the server answered it, for the console."""
+
+    peer: str
+    method: str
+    path: str
+    status: int
+    received: Received | None = None
+    error: str | None = None
+
+
+class OTLPRequestHandler(BaseHTTPRequestHandler):
+    """POST /v1/traces; every other path is 404 and every other method 405."""
+
+    server: OTLPServer
+    protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse their connection for every batch
+    timeout = 60  # seconds a connection may sit idle, or a body take to arrive
+    server_version = "loupe-serve"
+    sys_version = ""
+    _ALLOWED: ClassVar[str] = "POST"
+
+    # -- plumbing
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the server reports each request through its `on_request` callback instead."""
+
+    def _peer(self) -> str:
+        return str(self.client_address[0]) if self.client_address else "?"
+
+    def _path(self) -> str:
+        return urlsplit(self.path).path
+
+    def _reply(self, status: int, body: bytes, content_type: str, *, close: bool = False,
+               headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close:
+            # The body was not read (or not all of it): the connection cannot carry another request.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _fail(self, error: RequestError, *, close: bool, headers: Mapping[str, str] | None = None) -> None:
+        body, ctype = error_body(media_type(self.headers.get("Content-Type")), error.message)
+        self._reply(error.status, body, ctype, close=close, headers=headers)
+        self.server.report(Outcome(self._peer(), self.command, self._path(), error.status, error=error.message))
+
+    def _route(self) -> RequestError | None:
+        path = self._path()
+        if path.rstrip("/") != TRACES_PATH:
+            return RequestError(404, f"no such path {path!r}: loupe serve takes OTLP traces at POST {TRACES_PATH}")
+        if self.command != "POST":
+            return RequestError(405, f"{self.command} is not allowed: POST OTLP traces to {TRACES_PATH}")
+        return None
+
+    def _precheck(self) -> RequestError | None:
+        """What can be refused before reading the body: path, method, content type, declared size."""
+        routed = self._route()
+        if routed is not None:
+            return routed
+        ctype = self.headers.get("Content-Type")
+        if media_type(ctype) is None:
+            return RequestError(415, f"Content-Type {ctype or '(none)'!r} is not supported: send {JSON_TYPE} "
+                                     f"(OTLP/JSON) or {PROTOBUF_TYPE} (OTLP/protobuf)")
+        length = self.headers.get("Content-Length")
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                return RequestError(400, f"Content-Length {length!r} is not a number")
+            if size < 0:
+                return RequestError(400, f"Content-Length {length!r} is not a size")
+            if size > self.server.max_body:
+                return RequestError(413, f"the body is {size:,} bytes; at most {self.server.max_body:,} are taken")
+        elif "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return RequestError(411, "a Content-Length header (or chunked transfer encoding) is needed")
+        return None
+
+    def handle_expect_100(self) -> bool:
+        # A client that waits for "100 Continue" is told no before it sends a body that would be refused.
+        refused = self._precheck()
+        if refused is not None:
+            self._fail(refused, close=True, headers={"Allow": self._ALLOWED} if refused.status == 405 else None)
+            return False
+        return bool(super().handle_expect_100())
+
+    def _read_body(self) -> bytes:
+        limit = self.server.max_body
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        size = int(self.headers["Content-Length"])
+        body = self.rfile.read(size)
+        if len(body) < size:
+            raise RequestError(400, f"the body ended after {len(body):,} of {size:,} bytes")
+        return body
+
+    def _read_chunked(self, limit: int) -> bytes:
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError as exc:
+                raise RequestError(400, "the chunked body is malformed") from exc
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailer fields, ignored
+                    pass
+                return bytes(body)
+            if len(body) + size > limit:
+                raise RequestError(413, f"the body is over {limit:,} bytes")
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                raise RequestError(400, "the chunked body ended early")
+            body += chunk
+            self.rfile.readline(1024)  # the CRLF after the chunk
+
+    # -- methods
+
+    def do_POST(self) -> None:
+        refused = self._precheck()
+        if refused is not None:
+            self._fail(refused, close=True)
+            return
+        try:
+            body = self._read_body()
+        except RequestError as exc:
+            self._fail(exc, close=True)
+            return
+        except (OSError, ValueError) as exc:
+            self._fail(RequestError(400, f"the body could not be read: {exc}"), close=True)
+            return
+        kind = media_type(self.headers.get("Content-Type"))
+        with self.server.busy():
+            try:
+                doc = decode_request(body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding"),
+                                     self.server.max_body)
+                check_request(doc)
+                received = store_request(self.server.store, doc, self.server.source)
+            except RequestError as exc:
+                self._fail(exc, close=False)
+                return
+            except sqlite3.Error as exc:
+                # Nothing was committed: the exporter may send the batch again (503 is retried).
+                self._fail(RequestError(503, f"the store cannot be written now: {exc}"), close=False,
+                           headers={"Retry-After": "1"})
+                return
+            except Exception as exc:  # a bug here must answer the exporter, not drop its connection silently
+                self._fail(RequestError(500, f"internal error: {type(exc).__name__}: {exc}"), close=True)
+                return
+        payload, ctype = response_body(kind, received)
+        self._reply(200, payload, ctype)
+        self.server.report(Outcome(self._peer(), "POST", self._path(), 200, received=received))
+
+    def _not_post(self) -> None:
+        refused = self._route() or RequestError(405, "")
+        self._fail(refused, close=True, headers={"Allow": self._ALLOWED} if refused.status == 405 else None)
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_post
+
+
+class OTLPServer(ThreadingHTTPServer):
+    """Receives OTLP/HTTP trace requests into a store; one thread per connection, writes serialized by the store."""
+
+    daemon_threads = True  # an idle keep-alive connection must not hold up the exit; see wait_idle
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        store: Store,
+        *,
+        on_request: Callable[[Outcome], None] | None = None,
+        max_body: int = MAX_BODY,
+        source: str = SOURCE,
+    ) -> None:
+        self.address_family = _family(host, port)
+        self.store = store
+        self.on_request = on_request
+        self.max_body = max_body
+        self.source = source
+        self._active = 0
+        self._idle = threading.Condition()
+        super().__init__((host, port), OTLPRequestHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = str(self.server_address[0]), int(self.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}{TRACES_PATH}"
+
+    def report(self, outcome: Outcome) -> None:
+        if self.on_request is not None:
+            self.on_request(outcome)
+
+    def busy(self) -> _Busy:
+        return _Busy(self)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait for requests being read or written to the store to be answered; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+
+class _Busy:
+    """A request in progress, so that shutting down waits for its commit and its answer."""
+
+    def __init__(self, server: OTLPServer) -> None:
+        self.server = server
+
+    def __enter__(self) -> None:
+        with self.server._idle:
+            self.server._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.server._idle:
+            self.server._active -= 1
+            self.server._idle.notify_all()
+
+
+def _family(host: str, port: int) -> socket.AddressFamily:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return socket.AF_INET  # binding then fails with the resolver's own message
+    return infos[0][0] if infos else socket.AF_INET
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+

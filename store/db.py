@@ -265,6 +265,9 @@ def merge_traces(old: Trace, new: Trace) -> Trace:
     for key, value in new.model_dump(exclude={"steps"}).items():
         if value not in (None, [], {}, False, ""):
             fields[key] = value
+    # Parts arrive roughly in time order: the conversation's input is the earliest part's, its output the latest's.
+    if old.input is not None:
+        fields["input"] = old.input
     fields["metadata"] = {**old.metadata, **new.metadata}
     fields["tags"] = list(dict.fromkeys([*old.tags, *new.tags]))
     fields["problems"] = list(dict.fromkeys([*old.problems, *new.problems]))

@@ -11,7 +11,6 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -25,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from .db import Store
 from .importers.base import ImportResult, scrub_parsed
-from .models import Trace
+from .importers.otlp import traces_from_request
 
 TRACES_PATH = "/v1/traces"
 DEFAULT_HOST = "127.0.0.1"
@@ -40,29 +39,6 @@ _SHOWN_PROBLEMS = 3  # problems quoted in a response's partial-success message
 # ---------------------------------------------------------------------------------------------------------------
 # OTLP request documents as traces.
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def traces_from_request(doc: Mapping[str, Any], source: str, result: ImportResult) -> list[Trace]:
-    """The traces in one OTLP ExportTraceServiceRequest, as protobuf-JSON (camelCase or snake_case keys).
-
-    A request holds only part of a trace (an exporter sends each span, or each batch, as it ends), so every trace is
-    returned with `merge` set: the store combines the parts span by span, and relinks a span whose parent came in
-    another request (store.db.merge_traces). Bad spans and fields are reported in `result.problems`.
-
-    A thin adapter over the OTLP importer's internals, until store.importers.otlp exports an entry point of its own.
-    """
-    from .importers import otlp
-
-    if doc.get("resourceSpans", doc.get("resource_spans")) is None:
-        return []  # an empty request (protobuf leaves out empty fields): nothing in it
-    collector = otlp._Collector(Path(source), result, max_pending=2**62)
-    # As for a file read in parts: a request without the root span says nothing of the trace's name or text.
-    collector.handed_on_early = True
-    otlp._read_request(collector, dict(doc), None, "")
-    traces = list(collector.traces_out())
-    for trace in traces:
-        trace.merge = True  # a span whose parent came in another request is relinked when the store merges
-    return traces
 
 
 def request_from_protobuf(data: bytes) -> dict[str, Any]:

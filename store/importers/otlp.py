@@ -878,3 +878,22 @@ def read_otlp(path: Path, result: ImportResult, *, max_pending_spans: int | None
         # A truncated or corrupt gzip stream: keep what was read before it broke.
         result.problems.append(ImportProblem(str(path), None, None, f"compressed data is damaged: {exc}"))
     yield from c.traces_out()
+
+
+def traces_from_request(doc: Mapping[str, Any], source: str, result: ImportResult) -> list[Trace]:
+    """The traces in one OTLP ExportTraceServiceRequest, as protobuf-JSON (camelCase or snake_case keys).
+
+    A request holds only part of a trace (an exporter sends each span, or each batch, as it ends), so every trace is
+    returned with `merge` set: the store combines the parts span by span, and relinks a span whose parent came in
+    another request (store.db.merge_traces). Bad spans and fields are reported in `result.problems`.
+    """
+    if doc.get("resourceSpans", doc.get("resource_spans")) is None:
+        return []  # an empty request (protobuf leaves out empty fields): nothing in it
+    collector = _Collector(Path(source), result, max_pending=2**62)
+    # As for a file read in parts: a request without the root span says nothing of the trace's name or text.
+    collector.handed_on_early = True
+    _read_request(collector, dict(doc), None, "")
+    traces = list(collector.traces_out())
+    for trace in traces:
+        trace.merge = True  # a span whose parent came in another request is relinked when the store merges
+    return traces

@@ -6,7 +6,8 @@ is committed next to this script and a test checks that the two agree.
 The traces are a customer-support assistant for "Plotline", a made-up SaaS analytics product, across three releases
 of its prompt: support_agent v5 (gpt-4o), v6 (gpt-4o-mini) and v7 (gpt-4.1-mini, the release under investigation).
 Scenario tags (`honest-denial`, `retry`, `mishandled`, ...) say what each trace is meant to show; the tests rely on
-them.
+them. Each trace's `metadata.expected_findings` lists the rule IDs loupe's rules find in it (one entry per finding)
+with the configuration in `loupe.example.toml`; v7 records the tool definitions its model calls were given.
 """
 
 from __future__ import annotations
@@ -84,6 +85,39 @@ RELEASE = {
     "v7": {"model": "gpt-4.1-mini", "provider": "openai", "params": {"temperature": 0.2, "max_tokens": 700},
            "tools_tokens": 2540, "window": (_utc(11, 9), _utc(14, 20))},
 }
+
+# The tools as v7's model calls were given them (OpenTelemetry's gen_ai.tool.definitions); v7 is the first release
+# whose instrumentation records them.
+_CUSTOMER = {"type": "string", "pattern": "^cus_[0-9]+$"}
+TOOL_DEFINITIONS: dict[str, list[dict[str, Any]]] = {"v7": [
+    {"type": "function", "name": "search_help_center",
+     "parameters": {"type": "object", "properties": {"query": {"type": "string", "minLength": 1},
+                                                     "limit": {"type": "integer", "minimum": 1, "maximum": 25}},
+                    "required": ["query"], "additionalProperties": False}},
+    {"type": "function", "name": "get_subscription_plan",
+     "parameters": {"type": "object", "properties": {"customer_id": _CUSTOMER}, "required": ["customer_id"],
+                    "additionalProperties": False}},
+    {"type": "function", "name": "issue_refund",
+     "parameters": {"type": "object", "properties": {
+         "customer_id": _CUSTOMER, "charge_id": {"type": "string"},
+         "amount": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "last_charge"}]},
+         "reason": {"enum": ["duplicate", "within_14_days", "downgrade", "seats", "customer_request"]},
+         "idempotency_key": {"type": "string"}},
+         "required": ["customer_id", "amount"], "additionalProperties": False}},
+    {"type": "function", "name": "cancel_subscription",
+     "parameters": {"type": "object", "properties": {"customer_id": _CUSTOMER, "at_period_end": {"type": "boolean"}},
+                    "required": ["customer_id", "at_period_end"], "additionalProperties": False}},
+    {"type": "function", "name": "create_ticket",
+     "parameters": {"type": "object", "properties": {
+         "customer_id": _CUSTOMER, "queue": {"enum": ["billing", "technical", "onboarding"]},
+         "subject": {"type": "string"}, "description": {"type": "string"},
+         "priority": {"enum": ["low", "normal", "high"]}},
+         "required": ["customer_id", "queue", "subject"], "additionalProperties": False}},
+]}
+
+# support_agent's budget in loupe.example.toml (a test checks they agree). Costs need price data this script does
+# not have; no sample trace is over the cost limit without being over a token limit too.
+BUDGET = {"input_tokens": 5_000, "output_tokens": 800}
 
 PRICES = {("Starter", "monthly"): 19, ("Starter", "annual"): 190, ("Pro", "monthly"): 49, ("Pro", "annual"): 490,
           ("Team", "monthly"): 129, ("Team", "annual"): 1290}
@@ -195,6 +229,7 @@ class Rec:
     model: str | None = None
     provider: str | None = None
     params: dict[str, Any] | None = None
+    expect: list[str] = field(default_factory=list)  # rule IDs the rules find, besides budget-exceeded
 
     def __post_init__(self) -> None:
         rel = RELEASE[self.version]
@@ -268,6 +303,8 @@ class Rec:
             "started_at": iso(start), "ended_at": iso(end),
             "messages": copy.deepcopy(self.messages), "output": out,
         }
+        if self.version in TOOL_DEFINITIONS:
+            step["metadata"] = {"tool_definitions": TOOL_DEFINITIONS[self.version]}
         if not no_usage:
             step["usage"] = usage
             step["cost"] = None
@@ -328,12 +365,20 @@ class Rec:
         started = datetime.fromisoformat(first.replace("Z", "+00:00")) - ms(self.rng.randint(2, 14))
         ended = datetime.fromisoformat(last.replace("Z", "+00:00")) + ms(self.rng.randint(1, 9))
         meta = {"channel": "chat", "locale": "en-US", "app": "help-widget", **self.metadata}
+        meta["expected_findings"] = expected(self.steps, self.expect)
         return {
             "id": self.tid, "name": "support_agent", "prompt": {"name": "support_agent", "version": self.version},
             "started_at": iso(started), "ended_at": iso(ended), "user_id": self.customer.user_id,
             "session_id": self.session_id, "tags": self.tags, "metadata": meta,
             "input": self.user_text, "output": output, "steps": self.steps,
         }
+
+
+def expected(steps: list[dict[str, Any]], rules: list[str]) -> list[str]:
+    """The findings of a trace: the scenario's, and budget-exceeded when its known usage is over the budget."""
+    totals = {k: sum(s["usage"][k] for s in steps if "usage" in s) for k in BUDGET}
+    over = any(totals[k] > limit for k, limit in BUDGET.items())
+    return sorted(rules + (["budget-exceeded"] if over else []))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1119,6 +1164,133 @@ def long_v7(r: Rec) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# v7 scenarios for the rules beyond the headline one. They are drawn from a second random stream (see build), so
+# adding them left every trace above as it was.
+
+
+def sc_unknown_tool(r: Rec) -> dict[str, Any]:
+    """The model calls a tool it was never given; the runtime refuses and the assistant falls back on a ticket."""
+    plan = plan_record(r, plan="Team", interval="monthly")
+    lookup(r, plan)
+    args = {"customer_id": r.customer.customer_id, "amount": 20.0, "reason": "outage"}
+    [cid] = r.llm(None, [("apply_account_credit", args)])
+    r.tool(cid, "apply_account_credit", args, None, status="error", duration_ms=r.rng.randint(60, 140),
+           error={"type": "unknown_tool", "message": "No tool named 'apply_account_credit' is registered."})
+    targs = {"customer_id": r.customer.customer_id, "queue": "billing", "priority": "normal",
+             "subject": "Credit request: two-day dashboard outage",
+             "description": "Customer asks for a credit on the next invoice for the outage of Jan 12-13."}
+    [tcid] = r.llm(None, [("create_ticket", targs)])
+    tk = ticket_result(r)
+    r.tool(tcid, "create_ticket", targs, tk)
+    r.llm(f"I can't add credits to an account myself, so I've opened ticket {tk['ticket_id']} for our billing team "
+          f"to review a credit for the outage. They'll reply by email within one business day.")
+    return r.finish()
+
+
+def sc_malformed_arguments(r: Rec) -> dict[str, Any]:
+    """The model sends the amount as text with a dollar sign, which the tool's schema does not allow; the tool
+    rejects it, and the second call, with a number, works."""
+    plan = plan_record(r, plan="Pro", interval="monthly", charge_age=(1, 6))
+    lookup(r, plan)
+    charge = plan["last_charge"]
+    bad = {"customer_id": r.customer.customer_id, "charge_id": charge["charge_id"], "amount": f"${charge['amount']}",
+           "reason": "duplicate"}
+    [cid] = r.llm(None, [("issue_refund", bad)])
+    r.tool(cid, "issue_refund", bad, None, status="error", duration_ms=r.rng.randint(70, 160),
+           error={"type": "invalid_request", "message": "amount: expected a number or \"last_charge\""})
+    good = {**bad, "amount": float(charge["amount"])}
+    [cid2] = r.llm(None, [("issue_refund", good)])
+    res = refund_ok_result(r, charge["charge_id"], float(charge["amount"]))
+    r.tool(cid2, "issue_refund", good, res)
+    r.llm(f"I've refunded the duplicate {money(float(charge['amount']))} charge (refund {res['refund_id']}). It "
+          f"will be back on your card within 5–10 business days.")
+    return r.finish()
+
+
+def sc_ticket_loop(r: Rec) -> dict[str, Any]:
+    """create_ticket times out three times with the same arguments: a retry loop the assistant is honest about."""
+    items = [("hc_4130", "Slack alerts",
+              "Alerts post once per trigger. Duplicates usually mean the alert is connected to the same channel "
+              "twice: check Alerts → ⋯ → Destinations.")]
+    search(r, "slack duplicate alerts", items)
+    args = {"customer_id": r.customer.customer_id, "queue": "technical", "priority": "normal",
+            "subject": "Slack alerts posted twice",
+            "description": "Customer sees every alert twice in Slack; destinations checked, one channel only."}
+    for attempt in range(3):
+        [cid] = r.llm("Trying that again." if attempt else None, [("create_ticket", args)])
+        r.tool(cid, "create_ticket", args, None, status="error", duration_ms=8000 + r.rng.randint(1, 9),
+               error={"type": "timeout", "message": "POST https://support.internal/v2/tickets timed out after "
+                                                    "8000 ms"})
+    r.llm("I'm sorry — our ticketing system isn't responding, so I couldn't open a ticket for you. Please email "
+          "support@plotline.io with the name of the alert and a screenshot of the duplicate messages, and our "
+          "engineers will look into it.")
+    return r.finish()
+
+
+def sc_forbidden_promise(r: Rec) -> dict[str, Any]:
+    """v7's reassuring tone promises a refund outside the policy, which only billing may grant."""
+    plan = plan_record(r, plan="Pro", interval="annual", charge_age=(20, 24))
+    lookup(r, plan)
+    charge = plan["last_charge"]
+    targs = {"customer_id": r.customer.customer_id, "queue": "billing", "priority": "normal",
+             "subject": f"Refund request: annual renewal {charge['charge_id']}",
+             "description": "Annual renewal outside the 14-day window; customer asks for their money back."}
+    [tcid] = r.llm(None, [("create_ticket", targs)])
+    tk = ticket_result(r)
+    r.tool(tcid, "create_ticket", targs, tk)
+    r.llm(f"Don't worry — I'll make an exception for you and make sure you get a full refund of "
+          f"{money(float(charge['amount']))}. I've opened ticket {tk['ticket_id']} so billing can process it.")
+    return r.finish()
+
+
+def sc_declined_as_data(r: Rec) -> dict[str, Any]:
+    """issue_refund says "declined" in its result and nowhere else; the assistant reports the refund as done."""
+    plan = plan_record(r, plan="Starter", interval="monthly", charge_age=(2, 8))
+    lookup(r, plan)
+    charge = plan["last_charge"]
+    args = {"customer_id": r.customer.customer_id, "charge_id": charge["charge_id"],
+            "amount": float(charge["amount"]), "reason": "customer_request"}
+    [cid] = r.llm(None, [("issue_refund", args)])
+    r.tool(cid, "issue_refund", args, {"status": "declined", "decline_code": "charge_disputed",
+                                       "message": "The charge is under dispute; refunds wait until it closes."})
+    r.llm(f"Good news — your refund of {money(float(charge['amount']))} has been processed. It should reach your "
+          f"card within 5–10 business days.")
+    return r.finish()
+
+
+def sc_confirmed_cancel(r: Rec) -> dict[str, Any]:
+    """The assistant asks before cancelling, and the customer says yes: what unconfirmed-action wants."""
+    plan = plan_record(r, plan="Pro", interval="monthly")
+    lookup(r, plan)
+    end = long_date(plan["renewal_date"])
+    r.llm(f"I can do that. Just to confirm: cancel your Pro plan at the end of the current period, on {end}? You "
+          f"keep full access until then.")
+    r.user("Yes, go ahead.")
+    args = {"customer_id": r.customer.customer_id, "at_period_end": True}
+    [cid] = r.llm(None, [("cancel_subscription", args)])
+    r.tool(cid, "cancel_subscription", args, {"subscription_id": "sub_" + r.g.b62(14), "status": "active",
+                                              "cancel_at_period_end": True, "access_until": plan["renewal_date"]})
+    r.llm(f"Done: your Pro plan is canceled and ends on {end}. You won't be charged again.")
+    return r.finish()
+
+
+# (scenario, user text, tags, findings besides budget-exceeded)
+MORE: list[tuple[Callable[[Rec], dict[str, Any]], str, list[str], list[str]]] = [
+    (sc_unknown_tool, "Your dashboards were down for two days this week. Can you put a credit on our next invoice?",
+     ["billing", "unknown-tool"], ["tool-error", "unknown-tool"]),
+    (sc_malformed_arguments, "I was charged twice this month, please refund the second one.",
+     ["billing", "refund", "malformed-arguments"], ["malformed-tool-arguments", "tool-error"]),
+    (sc_ticket_loop, "Every Plotline alert shows up twice in our Slack channel. Can someone look into it?",
+     ["technical", "retry-loop"], ["retry-loop", "tool-error", "tool-error", "tool-error"]),
+    (sc_forbidden_promise, "Our annual plan renewed three weeks ago and nobody uses it. Can I get my money back?",
+     ["billing", "refund", "forbidden-promise"], ["forbidden-promise"]),
+    (sc_declined_as_data, "Please refund my last charge, I didn't mean to upgrade.",
+     ["billing", "refund", "declined-as-data"], ["success-after-tool-error", "tool-error"]),
+    (sc_confirmed_cancel, "Please cancel my subscription.", ["cancellation", "confirmed"], []),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The seed trace from the bug report, exactly as the product contract describes it.
 
 
@@ -1162,7 +1334,10 @@ def seed_trace(g: Gen) -> dict[str, Any]:
         "id": SEED_ID, "name": "support_agent", "prompt": {"name": "support_agent", "version": "v7"},
         "started_at": "2026-01-14T10:02:11.204Z", "ended_at": "2026-01-14T10:02:14.921Z",
         "user_id": "usr_q8Zt3m", "session_id": "sess_" + g.b62(12), "tags": ["billing"],
-        "metadata": {"channel": "chat", "locale": "en-US", "app": "help-widget", "bug_report": "SUP-2291"},
+        "metadata": {"channel": "chat", "locale": "en-US", "app": "help-widget", "bug_report": "SUP-2291",
+                     # No cancel tool was called either: the cancellation claim has nothing behind it.
+                     "expected_findings": expected(steps, ["success-after-tool-error", "tool-error",
+                                                           "unbacked-action-claim"])},
         "input": user_text, "output": answer, "steps": steps,
     }
 
@@ -1212,6 +1387,19 @@ MIX: dict[str, Plan] = {
         ("inj_user", 1, ["billing", "prompt-injection"]),
         ("long_v7", None, ["account", "long-conversation"]),
     ],
+}
+
+# What loupe's rules find in each scenario with loupe.example.toml (budget-exceeded is worked out from the usage):
+# cancel_subscription needs confirmation there, and no scenario of the mix asks for it.
+EXPECT: dict[str, list[str]] = {
+    "help": [], "unknown_model": [], "plan": [], "refund_ok": [], "large": [], "long_v7": [],
+    "cancel_ok": ["unconfirmed-action"], "cancel_empty_error": ["unconfirmed-action"],
+    "cancel_refund": ["unconfirmed-action"], "long_v5": ["unconfirmed-action"],
+    "honest": ["tool-error"], "retry": ["tool-error"], "ticket_is_error": ["tool-error"], "exit_code": ["tool-error"],
+    "mis_refund": ["success-after-tool-error", "tool-error"],
+    "mis_cancel": ["success-after-tool-error", "tool-error", "unconfirmed-action"],
+    "inj_user": ["prompt-injection"], "inj_article": ["prompt-injection"],
+    "usage_missing": ["usage-missing"],
 }
 
 INJECTION_TEXT = [
@@ -1310,8 +1498,16 @@ def build(seed: int = SEED) -> list[dict[str, Any]]:
                 # A canary of the team's own fine-tune, which genai-prices has no price for.
                 kw = {"model": "acme-finetune-2", "provider": "acme"}
                 meta["experiment"] = "finetune-canary"
-            r = Rec(g, version, start, user_text_for(kind, arg), cust, list(tags), metadata=meta, **kw)
+            r = Rec(g, version, start, user_text_for(kind, arg), cust, list(tags), metadata=meta,
+                    expect=list(EXPECT[kind]), **kw)
             traces.append(run(kind, arg, r))
+    # A second stream for the scenarios added later, continuing the first one's IDs and ticket numbers.
+    more = Gen(seed + 1)
+    more.trace_ids |= g.trace_ids
+    more.tickets = g.tickets
+    for (scenario, text, tags, expect), start in zip(MORE, start_times(more, "v7", len(MORE)), strict=True):
+        r = Rec(more, "v7", start, text, more.rng.choice(customers), list(tags), expect=list(expect))
+        traces.append(scenario(r))
     traces.sort(key=lambda t: t["started_at"])
     return traces
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from .config import Config
 from .migrations import KNOWN, migrations
 from .models import (
     SEVERITY_RANK,
@@ -300,9 +301,12 @@ def trace_latency_ms(trace: Trace) -> float | None:
 class Store:
     """A traceloupe store: one SQLite file in WAL mode, migrated when opened."""
 
-    def __init__(self, path: str | Path | None = None, *, pricer: Pricer | None = None, create: bool = True) -> None:
+    def __init__(self, path: str | Path | None = None, *, pricer: Pricer | None = None, create: bool = True,
+                 rules_config: Config | None = None) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.pricer = pricer or default_pricer()
+        # The rules' configuration used at ingest; None: the one active for the caller (see rules.using_config).
+        self.rules_config = rules_config
         self._lock = threading.RLock()
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a store file")
@@ -404,8 +408,9 @@ class Store:
         if trace.merge:
             trace = self._merged(conn, trace)
         costs = {s.id: self.pricer.step_cost(s) for s in trace.steps}
-        rules = run_rules(trace)
-        totals = compute_totals(trace, costs, rules.findings)
+        totals = compute_totals(trace, costs, [])
+        rules = run_rules(trace, self.rules_config, totals=totals, pricer=self.pricer)
+        totals.findings = len(rules.findings)
         start, end = trace_bounds(trace)
         existed = conn.execute("SELECT 1 FROM traces WHERE id = ?", (trace.id,)).fetchone() is not None
         if existed:

@@ -43,7 +43,7 @@ def test_ls_json_is_newest_first_and_filters(ingested: Path) -> None:
     assert [r["started_at"] for r in rows] == sorted((r["started_at"] for r in rows), reverse=True)
     v7 = json.loads(runner.invoke(cli.app, ["ls", "--json", "--prompt-version", "v7"]).output)
     assert [r["id"] for r in v7] == ["trc_7J4k9"]
-    assert v7[0]["findings"] == 1 and v7[0]["cost_partial"] is False
+    assert v7[0]["findings"] == 3 and v7[0]["cost_partial"] is False
     bad = json.loads(runner.invoke(cli.app, ["ls", "--json", "--violations"]).output)
     assert [r["id"] for r in bad] == ["trc_7J4k9"]
     text = runner.invoke(cli.app, ["ls", "--limit", "2"])
@@ -316,3 +316,17 @@ def test_orphans_and_clock_skew_are_said_not_hidden(tmp_path: Path) -> None:
     data = json.loads(runner.invoke(cli.app, ["show", "trc_t0031", "--json"]).output)
     zero = next(s for s in data["steps"] if s["id"] == "zero")
     assert "started_at" not in zero and "ended_at" not in zero  # 0 is unknown, not 1970
+
+
+def test_ingest_runs_the_rules_with_the_working_directory_config(
+    tmp_path: Path, seed: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    f = _write(tmp_path / "s.jsonl", [seed])
+    (tmp_path / "loupe.toml").write_text('[rules.tool-error]\nenabled = false\n')
+    assert runner.invoke(cli.app, ["ingest", str(f)]).exit_code == 0
+    rules = {f["rule_id"] for f in json.loads(runner.invoke(cli.app, ["show", "trc_7J4k9", "--json"]).output)["findings"]}
+    assert "success-after-tool-error" in rules and "tool-error" not in rules
+    (tmp_path / "loupe.toml").write_text('[rules.tool-eror]\nenabled = false\n')
+    bad = runner.invoke(cli.app, ["ingest", str(f)])
+    assert bad.exit_code == 3 and "tool-eror" in bad.output

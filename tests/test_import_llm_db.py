@@ -463,14 +463,14 @@ def test_cli_ingest_ls_and_show(tmp_path: Path) -> None:
     listed = json.loads(runner.invoke(app, ["ls", "--json"]).output)
     assert len(listed) == 13 and all(r["id"].startswith("llm_") for r in listed)
     chain = next(r for r in listed if r["steps"] == 4)
-    assert chain["status"] == "error" and chain["findings"] == 1
+    assert chain["status"] == "error" and chain["findings"] == 2  # the claim, and the failed tool call
     shown = runner.invoke(app, ["show", chain["id"], "--json"])
     assert shown.exit_code == 0, shown.output
     data = json.loads(shown.output)
     assert [s["type"] for s in data["steps"]] == ["llm", "tool", "tool", "llm"]
     assert data["steps"][2]["status"] == "error" and data["steps"][2]["error"]["type"] == "PermissionError"
     assert data["totals"]["input_tokens"] == 140 and data["totals"]["tool_calls"] == 2
-    (finding,) = data["findings"]
+    (finding,) = [f for f in data["findings"] if f["rule_id"] == "success-after-tool-error"]
     assert finding["evidence"] == ["s3", "s4"]
     again = runner.invoke(app, ["ingest", str(copy)])
     assert again.exit_code == 0 and "13 already stored, updated" in again.output

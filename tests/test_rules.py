@@ -1,13 +1,15 @@
-"""The headline rule: success claimed after a tool error, from structured failure signals only."""
+"""The headline rule (success claimed after a tool error), failure signals, and how run_rules applies settings."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
+from store.config import parse_config
 from store.models import Trace
-from store.rules import claimed_success, run_rules, success_after_tool_error
+from store.rules import RULES, claimed_success, failure_when_match, run_rules, success_after_tool_error, using_config
 
 CLAIM = "I've canceled your subscription and processed the refund."
 HONEST = "I couldn't process the refund because I don't have permission. Shall I open a support ticket?"
@@ -126,5 +128,94 @@ def test_claims_about_other_actions(text: str, tool: str) -> None:
 
 def test_run_rules_reports_each_rule_run() -> None:
     result = run_rules(trace({"status": "error"}))
-    assert [r.rule_id for r in result.runs] == ["success-after-tool-error"]
-    assert len(result.findings) == 1
+    assert [r.rule_id for r in result.runs] == list(RULES)
+    # The claim's cancellation has no tool behind it, and the model call recorded no usage.
+    assert sorted(f.rule_id for f in result.findings) == [
+        "success-after-tool-error", "tool-error", "unbacked-action-claim", "usage-missing"]
+    # Rules that need settings or data the trace lacks say so instead of passing silently.
+    not_run = {r.rule_id: r.reason for r in result.runs if not r.ran}
+    assert set(not_run) == {"unknown-tool", "unconfirmed-action", "forbidden-promise", "budget-exceeded"}
+    assert all(not_run.values())
+
+
+def test_the_claim_in_any_later_message_fires_not_only_the_last() -> None:
+    t = Trace.model_validate({"id": "t", "steps": [
+        {"id": "t1", "type": "tool", "name": "issue_refund", "status": "error"},
+        {"id": "l1", "type": "llm", "output": {"role": "assistant", "content": "Refund issued! One more thing:",
+                                              "tool_calls": [{"id": "c", "name": "note", "arguments": {}}]}},
+        {"id": "l2", "type": "llm", "output": {"role": "assistant", "content": "Anything else?"}}]})
+    [f] = success_after_tool_error(t)[0]
+    assert f.evidence == ["t1", "l1"] and f.quote == "Refund issued!"
+
+
+def test_a_claim_kept_only_in_a_later_calls_history_fires() -> None:
+    t = Trace.model_validate({"id": "t", "steps": [
+        {"id": "t1", "type": "tool", "name": "issue_refund", "tool_call_id": "c1", "status": "error"},
+        {"id": "l2", "type": "llm", "messages": [
+            {"role": "user", "content": "an older turn: Your refund has been processed."},
+            {"role": "tool", "tool_call_id": "c1", "content": "denied"},
+            {"role": "assistant", "content": "Your refund has been processed."},
+            {"role": "user", "content": "thanks"}],
+         "output": {"role": "assistant", "content": "You're welcome."}}]})
+    [f] = success_after_tool_error(t)[0]
+    assert f.evidence == ["t1", "l2"] and f.quote == "Your refund has been processed."
+
+
+def test_a_claim_about_another_action_does_not_fire() -> None:
+    findings, run = success_after_tool_error(trace({"status": "error"}, "Your subscription has been canceled."))
+    assert findings == [] and run.ran
+
+
+def test_failure_when_makes_a_result_a_failure_for_the_headline_rule() -> None:
+    cfg = parse_config({"tools": {"issue_refund": {"failure_when": {"status": ["declined", "failed"]}}}})
+    declined = trace({"status": "ok", "result": {"status": "Declined"}}, "Your refund has been processed.")
+    assert [f.rule_id for f in run_rules(declined).findings] == ["usage-missing"]
+    found = [f for f in run_rules(declined, cfg).findings if f.rule_id != "usage-missing"]
+    assert sorted(f.rule_id for f in found) == ["success-after-tool-error", "tool-error"]
+    assert found[0].data["error"] == 'result status = "Declined"'
+
+
+@pytest.mark.parametrize(
+    "result,conditions,matches",
+    [
+        ({"status": "declined"}, [{"status": "declined"}], True),
+        ({"status": "ok"}, [{"status": "declined"}, {"status": "ok"}], True),
+        ({"status": "declined", "code": 7}, [{"status": "declined", "code": 8}], False),
+        ({"error": {"code": "card_declined"}}, [{"error.code": "card_declined"}], True),
+        ({"ok": False}, [{"ok": False}], True),
+        ({"ok": 0}, [{"ok": False}], False),
+        ('{"status": "failed"}', [{"status": ["declined", "failed"]}], True),
+        ("declined", [{"status": "declined"}], False),
+        ({"status": "declined"}, [{}], False),
+    ],
+)
+def test_failure_when_matching(result: Any, conditions: list[dict[str, Any]], matches: bool) -> None:
+    assert (failure_when_match(result, conditions) is not None) is matches
+
+
+def test_severity_and_switches_from_the_config() -> None:
+    cfg = parse_config({"rules": {"tool-error": {"enabled": False}, "usage-missing": {"enabled": False},
+                                  "success-after-tool-error": {"severity": "warning"}}})
+    result = run_rules(trace({"status": "error"}, "Your refund has been processed."), cfg)
+    assert [(f.rule_id, f.severity) for f in result.findings] == [("success-after-tool-error", "warning")]
+    [off] = [r for r in result.runs if r.rule_id == "tool-error"]
+    assert not off.ran and off.reason == "disabled in the configuration"
+
+
+def test_a_rule_that_raises_is_recorded_as_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(trace: Trace, ctx: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(RULES, "usage-missing", dataclasses.replace(RULES["usage-missing"], fn=boom))
+    result = run_rules(trace({"status": "error"}))
+    [run] = [r for r in result.runs if r.rule_id == "usage-missing"]
+    assert not run.ran and run.reason == "the rule failed: RuntimeError: bug"
+    assert any(f.rule_id == "success-after-tool-error" for f in result.findings)
+
+
+def test_using_config_applies_where_no_config_is_passed() -> None:
+    cfg = parse_config({"rules": {"success-after-tool-error": {"enabled": False}}})
+    t = trace({"status": "error"}, "Your refund has been processed.")
+    with using_config(cfg):
+        assert [f.rule_id for f in run_rules(t).findings] == ["tool-error", "usage-missing"]
+    assert [f.rule_id for f in run_rules(t).findings] == ["success-after-tool-error", "tool-error", "usage-missing"]

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from sample_traces import generate
+from store import checks
+from store.config import load_config
 from store.db import Store, StoredTrace
 from store.importers import ingest_paths
 from store.models import Trace
-from store.rules import is_failed
+from store.rules import RULES, is_failed, run_rules, tool_definitions
 
 PATH = Path(generate.__file__).with_name("support_agent.jsonl")
 RAW: list[dict[str, Any]] = [json.loads(line) for line in PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -23,7 +25,11 @@ BY_ID = {t["id"]: t for t in RAW}
 SEED_ID = "trc_7J4k9"
 RULE = "success-after-tool-error"
 SCENARIOS = ("mishandled", "honest-denial", "retry", "prompt-injection", "structured-error", "empty-error",
-             "long-conversation", "large-result", "unknown-model", "usage-missing")
+             "long-conversation", "large-result", "unknown-model", "usage-missing", "unknown-tool",
+             "malformed-arguments", "retry-loop", "forbidden-promise", "declined-as-data", "confirmed")
+EXAMPLE = load_config(Path(generate.__file__).resolve().parents[1] / "loupe.example.toml")
+# Rules that run only with settings (none without a configuration).
+CONFIGURED = {"unconfirmed-action", "forbidden-promise", "budget-exceeded"}
 
 def t(dt: str) -> datetime:
     return datetime.fromisoformat(dt.replace("Z", "+00:00"))
@@ -265,7 +271,11 @@ def test_findings_match_the_tags(stored: dict[str, StoredTrace], trace_id: str) 
     """The rule fires on the seed and every `mishandled` trace, and nowhere else (honest denials, retries...)."""
     st = stored[trace_id]
     fired = [f for f in st.findings if f.rule_id == RULE]
-    assert all(run.ran for run in st.rule_runs), st.rule_runs
+    # Without a configuration only the configured rules, and unknown-tool where no definitions were recorded,
+    # cannot run; each says why.
+    no_defs = not any(tool_definitions(s) for s in st.trace.steps)
+    assert {r.rule_id for r in st.rule_runs if not r.ran} == CONFIGURED | ({"unknown-tool"} if no_defs else set())
+    assert all(r.reason for r in st.rule_runs if not r.ran)
     if expects_finding(BY_ID[trace_id]):
         assert len(fired) == 1, "the assistant's false claim was not caught"
         failed_step = next(s for s in st.trace.steps if s.id == fired[0].evidence[0])
@@ -283,3 +293,53 @@ def test_unknown_costs_are_shown_as_unknown(stored: dict[str, StoredTrace]) -> N
     assert all(c is not None and c > 0 for c in priced)
     [long5] = [x["id"] for x in tagged("long-conversation") if x["prompt"]["version"] == "v5"]
     assert stored[long5].totals.cost == max(c for c in priced if c is not None)
+
+
+# ------------------------------------------------------------------------------------------------ every rule
+
+
+def test_the_generators_budget_is_the_example_configurations() -> None:
+    budget = EXAMPLE.budget_for("support_agent", "v7")
+    assert budget is not None
+    assert {k: v for k, v in budget.model_dump(exclude_none=True).items() if k != "cost"} == generate.BUDGET
+
+
+def test_v7_records_its_tool_definitions_and_the_calls_fit_them() -> None:
+    for x in RAW:
+        trace = Trace.model_validate(x)
+        has = [tool_definitions(s) is not None for s in trace.steps if s.type == "llm"]
+        assert all(has) if x["prompt"]["version"] == "v7" and x["id"] != SEED_ID else not any(has), x["id"]
+    [bad] = tagged("malformed-arguments")
+    assert [s["arguments"]["amount"] for s in tools(bad, "issue_refund")][0].startswith("$")
+    [unknown] = tagged("unknown-tool")
+    assert {s["name"] for s in tools(unknown)} - {d["name"] for d in generate.TOOL_DEFINITIONS["v7"]}
+
+
+@pytest.mark.parametrize("trace_id", [pytest.param(x["id"], id=label(x)) for x in RAW])
+def test_every_rule_finds_exactly_what_the_trace_expects(trace_id: str) -> None:
+    """With loupe.example.toml, each trace's findings are its `expected_findings`, one for one."""
+    trace = Trace.model_validate(BY_ID[trace_id])
+    result = run_rules(trace, EXAMPLE)
+    got = sorted(f.rule_id for f in result.findings)
+    assert got == trace.metadata["expected_findings"], [(f.rule_id, f.message, f.quote) for f in result.findings]
+    assert [r.rule_id for r in result.runs] == list(RULES)
+
+
+def test_the_seed_also_claims_a_cancellation_no_tool_made() -> None:
+    result = run_rules(Trace.model_validate(BY_ID[SEED_ID]), EXAMPLE)
+    [f] = [f for f in result.findings if f.rule_id == "unbacked-action-claim"]
+    assert f.evidence == ["s4"] and f.data["action"] == "cancel" and f.quote and "canceled" in f.quote
+
+
+def test_rerun_over_the_ingested_store_stores_exactly_the_expected_findings(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as s:
+        ingest_paths(s, [PATH])
+        counts = checks.rerun(s, None, EXAMPLE)
+        assert counts.traces == len(RAW) and not counts.failed
+        report = checks.check(s, None, "error")
+        assert report.traces == len(RAW)
+        got: dict[str, list[str]] = {}
+        for f in report.findings:
+            got.setdefault(f.trace_id, []).append(f.finding.rule_id)
+        assert {tid: sorted(v) for tid, v in got.items()} == {
+            x["id"]: x["metadata"]["expected_findings"] for x in RAW if x["metadata"]["expected_findings"]}

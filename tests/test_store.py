@@ -59,7 +59,7 @@ def test_insert_is_idempotent(tmp_path: Path, seed: dict) -> None:
     assert (first.updated, second.updated) == (0, 1)
     assert store.count_traces() == 1
     assert store.db.conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 4
-    assert store.db.conn.execute("SELECT count(*) FROM findings").fetchone()[0] == 1
+    assert store.db.conn.execute("SELECT count(*) FROM findings").fetchone()[0] == 3
     assert store.get_trace("trc_7J4k9").trace.output == "changed"
 
 

@@ -65,10 +65,18 @@ def _err(message: str) -> None:
 
 
 def _open_store(db: Path | None, *, create: bool = False) -> Store:
-    """The store. A store named with --db must exist unless the command writes traces (ingest, demo); the
-    default store is created on first use."""
+    """The store. A store named with --db must exist unless the command writes traces (ingest, demo, serve); the
+    default store is created on first use. Commands that write traces run the rules with the configuration in the
+    working directory (loupe.toml, or [tool.loupe] in pyproject.toml)."""
+    from store.config import ConfigError, load_config
+
     try:
-        return Store(db, create=create or db is None)
+        config = load_config() if create else None
+    except ConfigError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_INPUT) from exc
+    try:
+        return Store(db, create=create or db is None, rules_config=config)
     except StoreError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_INPUT) from exc
@@ -396,6 +404,15 @@ def schema() -> None:
         "here are kept in metadata.",
     }
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def _register_more() -> None:
+    from .check_cmd import register
+
+    register(app)
+
+
+_register_more()
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Labelled traces for scoring the rules; see build.py."""

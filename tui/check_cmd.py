@@ -15,26 +15,20 @@ if TYPE_CHECKING:
     from store.config import Config
     from store.models import Severity
 
-# The option types are declared here rather than imported from tui.cli: cli.py imports this module to register
-# the commands, so importing from it at the top would be circular.
-DbOpt = Annotated[
-    Path | None,
-    typer.Option("--db", help="The store file. Default: $LOUPE_DB, else the per-user data directory.",
-                 show_default=False),
-]
-VersionOpt = Annotated[
-    list[str] | None,
-    typer.Option("--prompt-version", help="Only this prompt version (repeatable; VERSION or NAME@VERSION)."),
-]
-PromptOpt = Annotated[str | None, typer.Option("--prompt", help="Only traces of this prompt name.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Only traces whose first model is this.")]
-StatusOpt = Annotated[str | None, typer.Option("--status", help="ok or error.")]
-ViolationsOpt = Annotated[bool, typer.Option("--violations", help="Only traces with findings.")]
-RuleOpt = Annotated[str | None, typer.Option("--rule", help="Only traces with a finding of this rule ID.")]
-SearchOpt = Annotated[str | None, typer.Option("--search", help="Text in the trace ID, name, model, input or output.")]
-SinceOpt = Annotated[str | None, typer.Option("--since", help="Only traces started at or after this ISO time.")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="Only traces started before this ISO time.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+from .options import (
+    DbOpt,
+    JsonOpt,
+    ModelOpt,
+    PromptOpt,
+    RuleOpt,
+    SearchOpt,
+    SinceOpt,
+    StatusOpt,
+    UntilOpt,
+    VersionOpt,
+    ViolationsOpt,
+)
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", help="The rules' configuration: a loupe.toml, or a pyproject.toml with [tool.loupe]. "

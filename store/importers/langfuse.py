@@ -14,6 +14,7 @@ from typing import IO, Any
 from ..models import Message, PromptRef, Step, Trace, parse_time
 from .base import ImportProblem, ImportResult, salvage, scrub
 from .otlp import map_attributes, messages_from, step_type
+from .otlp_attributes import message_dict
 
 # Langfuse observation types (the v3 set; older exports use only SPAN, GENERATION and EVENT) as native step types.
 _TYPES = {
@@ -146,20 +147,6 @@ def _messages(value: Any, default_role: str) -> tuple[list[tuple[Message, Any]],
         for piece in _tool_answers_apart(raw):
             out.extend((m, finish if m.role != "tool" else None) for m in messages_from(piece, default_role))
     return out, rest
-
-
-def _message_dict(m: Message, finish_reason: Any = None) -> dict[str, Any]:
-    """A message in the native step-output shape: {"role", "content", "tool_calls"?, ...}."""
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
-    if m.tool_calls:
-        out["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
-    if m.tool_call_id:
-        out["tool_call_id"] = m.tool_call_id
-    if m.name:
-        out["name"] = m.name
-    if finish_reason is not None:
-        out["finish_reason"] = finish_reason
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -421,7 +408,7 @@ def _observation_fields(ex: _Export, raw: dict[str, Any], path: str, line: int |
             fields["arguments"] = inp
         read_out = _messages(out, "assistant")
         if read_out is not None:
-            outputs = [_message_dict(m, finish) for m, finish in read_out[0]]
+            outputs = [message_dict(m, finish) for m, finish in read_out[0]]
             if read_out[1] is not None:
                 extra_meta["response"] = read_out[1]
             if kind == "llm":

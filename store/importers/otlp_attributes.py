@@ -264,7 +264,7 @@ def messages_from(obj: Any, default_role: str) -> list[Message]:
     return out
 
 
-def _message_dict(m: Message, finish_reason: Any = None) -> dict[str, Any]:
+def message_dict(m: Message, finish_reason: Any = None) -> dict[str, Any]:
     """A step output in the native shape: {"role", "content", "tool_calls"?...}."""
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
@@ -330,7 +330,7 @@ def _output_messages(a: _Attrs) -> list[dict[str, Any]]:
         if isinstance(m, dict) and isinstance(m.get("message"), dict):
             finish = m.get("finish_reason", finish)
         for msg in messages_from(m, "assistant"):
-            out.append(_message_dict(msg, finish))
+            out.append(message_dict(msg, finish))
     return out
 
 
@@ -351,7 +351,7 @@ def _from_io_values(a: _Attrs) -> dict[str, Any]:
         # An OpenAI chat completion as returned by the API.
         message = choices[0].get("message")
         if isinstance(message, dict):
-            fields["output"] = _message_dict(messages_from(message, "assistant")[-1], choices[0].get("finish_reason"))
+            fields["output"] = message_dict(messages_from(message, "assistant")[-1], choices[0].get("finish_reason"))
     elif isinstance(response, dict) and isinstance(response.get("text"), str):
         fields["output"] = {"role": "assistant", "content": response["text"],
                             **({"finish_reason": response["finish_reason"]} if "finish_reason" in response else {})}

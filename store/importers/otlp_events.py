@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..models import Message, Step, Usage
-from .otlp_attributes import _as_int, _json_value, _message_dict, map_attributes, messages_from
+from .otlp_attributes import _as_int, _json_value, map_attributes, message_dict, messages_from
 
 _MESSAGE_EVENTS = {
     "gen_ai.system.message": "system", "gen_ai.user.message": "user", "gen_ai.assistant.message": "assistant",
@@ -78,7 +78,7 @@ def _choice_event(body: Any) -> tuple[int, dict[str, Any]]:
     if not isinstance(message, dict):
         message = {k: v for k, v in body.items() if k not in ("index", "finish_reason")}
     msg = messages_from(message, "assistant")[-1]
-    return _as_int(body.get("index")) or 0, _message_dict(msg, body.get("finish_reason"))
+    return _as_int(body.get("index")) or 0, message_dict(msg, body.get("finish_reason"))
 
 
 def _attribute_event(ev: Mapping[str, Any], body: Any) -> dict[str, Any]:

@@ -170,6 +170,8 @@ class IngestCounts:
     findings: int = 0  # findings in the traces written
     traces_with_findings: int = 0
     failed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (trace ID, source, why)
+    ids: set[str] = field(default_factory=set)  # the traces written
+    existed: set[str] = field(default_factory=set)  # of those, the ones already stored before
 
 
 SUMMARY_COLUMNS = (
@@ -247,6 +249,10 @@ def _steps_with_llm_usage_below(trace: Trace) -> set[str]:
     return covered
 
 
+def _has_root(trace: Trace) -> bool:
+    return any(s.parent_id is None and "missing_parent_id" not in s.metadata for s in trace.steps)
+
+
 def merge_traces(old: Trace, new: Trace) -> Trace:
     """Two partial views of one trace as one. A span seen twice keeps its finished record (the newer when both
     are finished); trace fields take the newer value where it has one; steps are ordered by start time."""
@@ -266,9 +272,9 @@ def merge_traces(old: Trace, new: Trace) -> Trace:
     for key, value in new.model_dump(exclude={"steps"}).items():
         if value not in (None, [], {}, False, ""):
             fields[key] = value
-    # Parts arrive roughly in time order: the conversation's input is the earliest part's, its output the latest's.
-    if old.input is not None:
-        fields["input"] = old.input
+    # The trace's name belongs to the part that holds its root span; a part of children only must not rename it.
+    if not _has_root(new) and _has_root(old):
+        fields["name"] = old.name
     fields["metadata"] = {**old.metadata, **new.metadata}
     fields["tags"] = list(dict.fromkeys([*old.tags, *new.tags]))
     fields["problems"] = list(dict.fromkeys([*old.problems, *new.problems]))
@@ -389,6 +395,9 @@ class Store:
                 counts.traces += 1
                 counts.steps += len(trace.steps)
                 counts.updated += existed
+                counts.ids.add(trace.id)
+                if existed:
+                    counts.existed.add(trace.id)
                 counts.findings += found
                 counts.traces_with_findings += found > 0
         return counts

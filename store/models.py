@@ -32,6 +32,11 @@ def _move_unknown_to_metadata(cls: type[BaseModel], data: Any) -> Any:
     return out
 
 
+# Times a trace can plausibly carry, as unix nanoseconds: 1990 to 2100. Anything else is a unit or clock bug and is
+# read as unknown, never shown as a trace from 1970 or a duration of centuries.
+PLAUSIBLE_YEARS = (631_152_000 * 10**9, 4_102_444_800 * 10**9)
+
+
 def parse_time(value: Any) -> datetime | None:
     """Read an ISO string or epoch number as an aware UTC datetime; naive times are taken as UTC."""
     if value is None or value == "" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0):
@@ -47,7 +52,10 @@ def parse_time(value: Any) -> datetime | None:
             x /= 1e6
         elif x > 1e11:
             x /= 1e3
-        dt = datetime.fromtimestamp(x, tz=UTC)
+        try:
+            dt = datetime.fromtimestamp(x, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"not a plausible time: {value!r}") from None
     elif isinstance(value, str):
         text = value.strip()
         if text.endswith("Z"):
@@ -57,7 +65,13 @@ def parse_time(value: Any) -> datetime | None:
         raise ValueError(f"not a time: {value!r}")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    dt = dt.astimezone(UTC)
+    if not _PLAUSIBLE[0] <= dt <= _PLAUSIBLE[1]:
+        raise ValueError(f"not a plausible time: {value!r} (outside 1990-2100)")
+    return dt
+
+
+_PLAUSIBLE = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
 
 def format_time(dt: datetime | None) -> str | None:

@@ -330,3 +330,54 @@ def test_ingest_runs_the_rules_with_the_working_directory_config(
     (tmp_path / "loupe.toml").write_text('[rules.tool-eror]\nenabled = false\n')
     bad = runner.invoke(cli.app, ["ingest", str(f)])
     assert bad.exit_code == 3 and "tool-eror" in bad.output
+
+
+def test_deep_nesting_and_implausible_numbers_never_lose_the_file(tmp_path: Path) -> None:
+    deep_result = json.loads("[" * 200 + "]" * 200)
+    lines = [
+        json.dumps(make_trace(41)),
+        json.dumps(make_trace(42, steps=[{"id": "t", "type": "tool", "name": "x", "result": deep_result}])),
+        '{"id": "deep", "x": ' + "[" * 5000 + "]" * 5000 + "}",
+        json.dumps(make_trace(43, started_at=1e300, ended_at="9999-12-31T23:59:59Z")),
+    ]
+    f = tmp_path / "hard.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(cli.app, ["ingest", str(f)])
+    assert result.exit_code == 3
+    assert "Imported 3 traces" in result.output
+    assert f"{f}:3: JSON nested too deeply" in result.output
+    assert f"{f}:4: started_at" in result.output and "plausible" in result.output
+    shown = runner.invoke(cli.app, ["show", "trc_t0042"])
+    assert shown.exit_code == 0, shown.output
+    t43 = json.loads(runner.invoke(cli.app, ["show", "trc_t0043", "--json"]).output)
+    assert "ended_at" not in t43 and t43["totals"]["latency_ms"] < 10_000  # no duration of centuries
+
+
+def _otlp(*spans: dict) -> str:
+    return json.dumps({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": list(spans)}]}]})
+
+
+def _otlp_span(sid: str, parent: str, start: int, end: int | None, name: str) -> dict:
+    span = {"traceId": "ab" * 16, "spanId": sid, "parentSpanId": parent, "name": name,
+            "startTimeUnixNano": str(start)}
+    if end is not None:
+        span["endTimeUnixNano"] = str(end)
+    return span
+
+
+def test_parts_of_one_trace_count_once_and_keep_the_roots_name(tmp_path: Path) -> None:
+    t0 = 1_768_000_000 * 10**9
+    root = tmp_path / "root.json"
+    root.write_text(_otlp(_otlp_span("00000000000000a1", "", t0, t0 + 9 * 10**9, "workflow"),
+                          _otlp_span("00000000000000d1", "00000000000000a1", t0, None, "child"),
+                          _otlp_span("00000000000000d1", "00000000000000a1", t0, t0 + 10**9, "child")))
+    child = tmp_path / "child.json"
+    child.write_text(_otlp(_otlp_span("00000000000000c1", "00000000000000a1", t0 + 2, t0 + 3, "late child")))
+    result = runner.invoke(cli.app, ["ingest", str(root), str(child)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 1 trace (" in result.output and "updated" not in result.output
+    data = json.loads(runner.invoke(cli.app, ["show", "ab" * 16, "--json"]).output)
+    assert data["name"] == "workflow"
+    ids = [s["id"] for s in data["steps"]]
+    assert sorted(ids) == ["00000000000000a1", "00000000000000c1", "00000000000000d1"]  # the span sent twice, once
+    assert next(s for s in data["steps"] if s["id"] == "00000000000000d1").get("ended_at")

@@ -151,30 +151,41 @@ def ingest_paths(
 ) -> IngestReport:
     """Read every file and store its traces in batches. A bad file or line is reported; the rest still imports."""
     report = IngestReport()
+    seen: set[str] = set()  # IDs written by this ingest
     for path in expand_paths(paths):
         if on_file:
             on_file(path)
         report.files += 1
         result = ImportResult()
+        batch: list[Trace] = []
+
+        def flush(path: Path = path) -> None:
+            nonlocal batch
+            if batch:
+                _add(report, store.insert_traces(batch), path, seen)
+                if on_batch:
+                    on_batch(len(batch))
+                batch = []
+
         try:
-            batch: list[Trace] = []
             for trace in read_path(path, fmt, result):
                 batch.append(trace)
                 if len(batch) >= BATCH:
-                    _add(report, store.insert_traces(batch), path)
-                    if on_batch:
-                        on_batch(len(batch))
-                    batch = []
-            if batch:
-                _add(report, store.insert_traces(batch), path)
-                if on_batch:
-                    on_batch(len(batch))
+                    flush()
         except FormatError as exc:
             report.problems.append(ImportProblem(str(path), None, None, str(exc).removeprefix(f"{path}: ")))
             report.failed_files.append(str(path))
         except (OSError, UnicodeDecodeError) as exc:
             report.problems.append(ImportProblem(str(path), None, None, f"cannot read: {exc}"))
             report.failed_files.append(str(path))
+        except (RecursionError, OverflowError, ValueError, MemoryError) as exc:
+            # A reader met something it could not survive (nesting too deep, a number too large): what it read
+            # before is still stored, and the rest of the file is reported as not read.
+            report.problems.append(ImportProblem(
+                str(path), None, None, f"stopped reading ({type(exc).__name__}: {str(exc)[:200]}); what came before "
+                "was imported"))
+            report.failed_files.append(str(path))
+        flush()
         for reason, n in result.skipped.items():
             report.skipped[reason] = report.skipped.get(reason, 0) + n
             where = report.skipped_at.setdefault(reason, [])
@@ -183,11 +194,14 @@ def ingest_paths(
     return report
 
 
-def _add(report: IngestReport, more: IngestCounts, path: Path) -> None:
+def _add(report: IngestReport, more: IngestCounts, path: Path, seen: set[str]) -> None:
     total = report.counts
-    total.traces += more.traces
+    # A trace that arrives in parts (merged span by span) counts once, and is "updated" only when it was stored
+    # before this ingest began.
+    total.traces += more.traces - len(more.ids & seen)
+    total.updated += len(more.existed - seen)
+    seen |= more.ids
     total.steps += more.steps
-    total.updated += more.updated
     total.findings += more.findings
     total.traces_with_findings += more.traces_with_findings
     for trace_id, source, why in more.failed:

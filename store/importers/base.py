@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -56,14 +57,23 @@ DERIVED_KEYS = ("totals", "findings", "rules_not_run")
 DERIVED_STEP_KEYS = ("cost_computed", "cost_unknown_reason")
 
 
-def scrub(value: Any) -> Any:
-    """Lone UTF-16 surrogates (from JSON escapes or undecodable bytes) replaced by U+FFFD, visibly."""
+MAX_DEPTH = 48  # nesting kept as structure; deeper parts are kept as JSON text (pydantic and SQLite stay safe)
+
+
+def scrub(value: Any, depth: int = 0) -> Any:
+    """Lone UTF-16 surrogates (from JSON escapes or undecodable bytes) replaced by U+FFFD, visibly; structure
+    nested deeper than MAX_DEPTH kept as its JSON text rather than as objects."""
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+        try:
+            return scrub(json.dumps(value, ensure_ascii=False))
+        except (RecursionError, ValueError):
+            return "(nested too deeply to keep)"
     if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
+        return {scrub(k): scrub(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        return [scrub(v, depth + 1) for v in value]
     return value
 
 

@@ -47,6 +47,9 @@ def read_native(path: Path, result: ImportResult) -> Iterator[Trace]:
             except json.JSONDecodeError as exc:
                 result.problems.append(ImportProblem(name, lineno, None, f"invalid JSON: {exc.msg}"))
                 continue
+            except RecursionError:
+                result.problems.append(ImportProblem(name, lineno, None, "JSON nested too deeply to read"))
+                continue
             trace = validate_trace(data, name, lineno, result.problems, source=name)
             if trace is not None:
                 yield trace

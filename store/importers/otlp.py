@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from ..models import Step, Trace, format_time, parse_time
+from ..models import PLAUSIBLE_YEARS, Step, Trace, format_time, parse_time
 from .base import ImportProblem, ImportResult, error_field, scrub, scrub_parsed
 from .otlp_attributes import (
     _OPENINFERENCE_KINDS,
@@ -122,6 +122,11 @@ def _hex_id(v: Any) -> str | None:
     return text
 
 
+# Times outside these bounds are instrumentation bugs (a seconds value read as nanoseconds, a garbage number):
+# read as unknown rather than shown as a trace from 1970 or a duration of centuries.
+PLAUSIBLE_NANOS = PLAUSIBLE_YEARS
+
+
 def _nanos(v: Any) -> datetime | None:
     """A datetime from unix nanoseconds (a number or a decimal string); 0 means unset. Raises ValueError."""
     if v is None or v == "" or v == 0 or v == "0":
@@ -129,6 +134,8 @@ def _nanos(v: Any) -> datetime | None:
     n = _as_int(v)
     if n is None:
         raise ValueError(f"not a time in unix nanoseconds: {v!r}")
+    if not PLAUSIBLE_NANOS[0] <= n <= PLAUSIBLE_NANOS[1]:
+        raise ValueError(f"not a plausible time in unix nanoseconds: {v!r}; read as unknown")
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=n // 1000)
 
 
@@ -288,9 +295,18 @@ class _Collector:
             step = _bare_step(span)
         earlier = pending.by_id.get(step.id)
         if earlier is not None:
-            if earlier.model_dump() == step.model_dump():
-                # Exporters retry: the same span sent twice is one span.
-                self.result.skipped["duplicate span"] += 1
+            same = earlier.model_dump() == step.model_dump()
+            if same or (step.ended_at is None and earlier.ended_at is not None):
+                # Exporters retry, and some send a span when it starts and again when it ends: keep the
+                # finished record, once.
+                self.result.skip("duplicate span", self.file, line)
+                return
+            if earlier.ended_at is None and step.ended_at is not None:
+                for entry in pending.entries:
+                    if entry.step is earlier:
+                        entry.step = step
+                pending.by_id[step.id] = step
+                self.result.skip("duplicate span", self.file, line)
                 return
             # Two different spans with one ID would make evidence ambiguous: keep both, renaming the later one.
             step.metadata["original_id"] = step.id
@@ -813,6 +829,9 @@ def _read_line(c: _Collector, line: str, lineno: int) -> None:
         return
     try:
         rec = json.loads(line)
+    except RecursionError:
+        c.problem(lineno, None, "JSON nested too deeply to read")
+        return
     except json.JSONDecodeError as exc:
         c.problem(lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
         return

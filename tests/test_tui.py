@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.style import Style
 from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
@@ -22,19 +23,31 @@ from store.models import Trace
 from tui.app import LoupeApp, make_app
 from tui.render import summary_line
 from tui.screens.raw_view import RawJsonScreen
+from tui.screens.rule_picker import RulePicker, rule_label, rule_trace_counts
 from tui.screens.trace_list import TraceListScreen
 from tui.screens.trace_view import MAX_TREE_DEPTH, StepTree, TraceViewScreen, tree_width
 from tui.screens.version_picker import VersionPicker, version_name_text
 from tui.trace_text import (
     VALUE_LIMIT,
     findings_text,
+    not_run_line,
     render_step,
     render_trace,
     step_label,
     totals_text,
 )
+from tui.widgets.findings_panel import FindingsPanel, hanging_wrap
 from tui.widgets.text_view import TextView
-from tui.widgets.trace_table import COLUMNS, TraceTable, cell_values, follow, layout_columns, row_index
+from tui.widgets.trace_table import (
+    COLUMNS,
+    SEVERITY_STYLE,
+    TraceTable,
+    cell_values,
+    findings_cell,
+    follow,
+    layout_columns,
+    row_index,
+)
 
 from .conftest import SEED, make_trace
 
@@ -940,3 +953,328 @@ def test_follow_keeps_the_trace_and_the_view() -> None:
     assert follow(0, 0, 30, 40, 11) == (30, 21)  # pushed out of view: brought back in
     assert follow(5, 3, None, 4, 20) == (3, 0)  # the trace left the list: the nearest row
     assert follow(5, 3, None, 0, 20) == (0, 0)
+
+
+# --------------------------------------------------------------------------- rules: filter, severity, findings
+
+
+def _failed_tool_trace(i: int) -> dict[str, Any]:
+    """An honest answer after a tool that failed: only `tool-error` (a warning) fires."""
+    t = make_trace(i, id=f"trc_warn{i}", output="Sorry, I could not look that up.")
+    t["steps"].insert(0, {"id": "t", "type": "tool", "name": "lookup_order", "arguments": {"id": 1},
+                          "status": "error", "error": {"type": "timeout", "message": "timed out"}})
+    t["steps"][1]["output"] = {"role": "assistant", "content": "Sorry, I could not look that up."}
+    return t
+
+
+def _no_usage_trace(i: int) -> dict[str, Any]:
+    """A model call without usage: only `usage-missing` (info) fires."""
+    t = make_trace(i, id=f"trc_info{i}")
+    del t["steps"][0]["usage"]
+    return t
+
+
+def six_findings_trace() -> dict[str, Any]:
+    """The seed with three more failed tools and a last answer without usage: seven findings, and steps that are
+    evidence of several of them (s4: three, s3: two)."""
+    t = copy.deepcopy(SEED)
+    t["id"] = "trc_six"
+    last = t["steps"].pop()
+    for k, name in enumerate(("lookup_order", "open_ticket", "send_email")):
+        t["steps"].append({"id": f"f{k}", "type": "tool", "name": name, "arguments": {"x": k}, "status": "error",
+                           "error": {"type": "timeout", "message": f"{name} timed out"},
+                           "started_at": f"2026-01-14T10:02:13.{300 + k}Z",
+                           "ended_at": f"2026-01-14T10:02:13.{400 + k}Z"})
+    del last["usage"]
+    t["steps"].append(last)
+    return t
+
+
+def rules_store(path: Path) -> Store:
+    return build_store(path, _failed_tool_trace(40), _failed_tool_trace(41), _no_usage_trace(42),
+                       six_findings_trace(), n=6)
+
+
+async def test_rule_filter_picks_one_rule_and_combines_with_findings_only(tmp_path: Path) -> None:
+    store = rules_store(tmp_path / "rules.db")
+    app = make_app(store, evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        assert table(app).row_count == 11
+        # The key is in the footer, in `?` and in the palette.
+        assert "R Rule" in screen_text(app).splitlines()[-1]
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "list: filter by rule" in titles
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert screen_text(app).count("R Rule") == 2  # the footer and the keys panel
+        await pilot.press("question_mark")
+        await pilot.press("R")
+        await settle(pilot)
+        picker = app.screen
+        assert isinstance(picker, RulePicker)
+        assert picker.values[0] is None  # "All rules"
+        options = picker.query_one(OptionList)
+        labels = [options.get_option_at_index(i).prompt for i in range(options.option_count)]
+        assert all(isinstance(label, Text) for label in labels)  # never markup strings
+        shown = {v: labels[i].plain for i, v in enumerate(picker.values)}
+        assert set(picker.values) == {None, "success-after-tool-error", "unbacked-action-claim", "tool-error",
+                                      "usage-missing"}  # only rules that found something
+        assert "4 traces" in shown["tool-error"] and "a tool call failed" in shown["tool-error"]
+        assert "2 traces" in shown["unbacked-action-claim"] and "2 traces" in shown["usage-missing"]
+        assert picker.values[1] == "tool-error"  # the most traces first
+        options.highlighted = picker.values.index("unbacked-action-claim")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TraceListScreen)
+        t = table(app)
+        assert t.filter.rule == "unbacked-action-claim"
+        assert sorted(r.id for r in (t.row(i) for i in range(t.row_count)) if r is not None) == ["trc_7J4k9",
+                                                                                                  "trc_six"]
+        assert "2 of 11 traces match: rule unbacked-action-claim" in summary(app)
+        # `x` still works, and combines.
+        await pilot.press("x")
+        await settle(pilot)
+        assert t.filter.violations and t.filter.rule == "unbacked-action-claim" and t.row_count == 2
+        assert "2 of 11 traces match: rule unbacked-action-claim; with findings" in summary(app)
+        # The picker opens on the rule in use; escape keeps it.
+        await pilot.press("R")
+        await settle(pilot)
+        picker = app.screen
+        assert isinstance(picker, RulePicker)
+        assert picker.query_one(OptionList).highlighted == picker.values.index("unbacked-action-claim")
+        await pilot.press("escape")
+        await settle(pilot)
+        assert table(app).filter.rule == "unbacked-action-claim"
+        # "All rules" drops it; findings-only stays.
+        await pilot.press("R")
+        await settle(pilot)
+        app.screen.query_one(OptionList).highlighted = 0
+        await pilot.press("enter")
+        await settle(pilot)
+        assert t.filter.rule is None and t.filter.violations and t.row_count == 5
+        assert "5 of 11 traces match: with findings" in summary(app)
+    store.close()
+
+
+def test_rule_counts_and_labels_from_the_store(tmp_path: Path) -> None:
+    store = rules_store(tmp_path / "rules.db")
+    assert rule_trace_counts(store) == [("tool-error", 4), ("success-after-tool-error", 2),
+                                        ("unbacked-action-claim", 2), ("usage-missing", 2)]
+    label = rule_label("tool-error", 4, 24)
+    assert label.plain.startswith("tool-error") and "4 traces" in label.plain and "a tool call failed" in label.plain
+    stranger = rule_label(EVIL, 1, 24)  # a rule ID from another version of loupe, as stored
+    assert_inert(stranger.plain, shown=False)
+    assert "1 trace " in stranger.plain and "does not know" in stranger.plain
+    empty = Store(tmp_path / "empty.db")
+    assert rule_trace_counts(empty) == []
+    empty.close()
+    store.close()
+
+
+async def test_footer_shows_rule_where_it_fits(store: Store, tmp_path: Path) -> None:
+    for width, shown in ((80, False), (89, False), (90, True), (100, True)):
+        app = make_app(store, evals_dir=tmp_path / "evals")
+        async with app.run_test(size=(width, 20)) as pilot:
+            await settle(pilot)
+            footer = screen_text(app).splitlines()[-1]
+            assert "q Quit" in footer and ("R Rule" in footer) == shown, (width, footer)
+            assert "R" in app.screen.active_bindings
+
+
+def test_findings_cell_shows_the_worst_severity() -> None:
+    assert findings_cell(2, "error", 8) == ("2 E", SEVERITY_STYLE["error"])
+    assert findings_cell(1, "warning", 4) == ("1 W", SEVERITY_STYLE["warning"])
+    assert findings_cell(1, "info", 4) == ("1 I", SEVERITY_STYLE["info"])
+    assert findings_cell(0, None, 4)[0].strip() == "0" and findings_cell(0, None, 4)[1] == Style(dim=True)
+    assert findings_cell(12, "error", 4)[0] == "12 E"
+    assert findings_cell(123, "error", 4)[0] == "123E"  # the space goes first, then the letter
+    assert findings_cell(12345, "error", 4)[0] == "12345"
+    assert findings_cell(1234, "error", 8)[0] == "1,234 E"
+    assert SEVERITY_STYLE["error"].color is not None and SEVERITY_STYLE["error"].color.name == "red"
+    assert SEVERITY_STYLE["warning"].color is not None and SEVERITY_STYLE["warning"].color.name == "yellow"
+    assert SEVERITY_STYLE["info"].color is not None and SEVERITY_STYLE["info"].color.name == "cyan"
+    # Up to 99 findings the count and the letter fit at every terminal width.
+    for width in range(78, 202):
+        col = dict((c.key, w) for c, w in layout_columns(width))["findings"]
+        assert findings_cell(99, "warning", col)[0] == "99 W", width
+
+
+async def test_rows_show_their_worst_severity(tmp_path: Path) -> None:
+    store = rules_store(tmp_path / "rules.db")
+    for size in ((80, 24), (160, 40)):
+        app = make_app(store, evals_dir=tmp_path / "evals")
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            # The last cell of each row (the scrollbar's column left off).
+            rows = [(re.search(r"trc_\w+", line), line) for line in screen_text(app).splitlines()]
+            cells = {m.group(0): line.rstrip(" ▁▂▃▄▅▆▇█") for m, line in rows if m is not None}
+            assert cells["trc_six"].endswith("7 E"), size
+            assert cells["trc_7J4k9"].endswith("3 E"), size
+            assert cells["trc_warn40"].endswith("1 W"), size
+            assert cells["trc_info42"].endswith("1 I"), size
+            assert cells["trc_t0005"].endswith(" 0"), size
+    store.close()
+
+
+def _marks(view: TraceViewScreen) -> dict[str, str]:
+    """The mark each step's label starts with in the tree ("●", "▶" or " "), by step ID."""
+    assert view.stored is not None
+    return {view.stored.trace.steps[i].id: str(node.label)[:1] for i, node in view.nodes.items()}
+
+
+def _cursor_step(view: TraceViewScreen) -> str:
+    node = view.query_one(StepTree).cursor_node
+    assert node is not None and view.stored is not None
+    return "trace" if node.data == -1 else view.stored.trace.steps[node.data].id
+
+
+async def test_n_walks_every_finding_even_where_they_share_evidence(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, trace_id="trc_7J4k9", evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        view = app.screen
+        assert isinstance(view, TraceViewScreen) and view.stored is not None
+        rules = [f.rule_id for f in view.stored.findings]
+        assert rules == ["success-after-tool-error", "unbacked-action-claim", "tool-error"]
+        panel = view.query_one(FindingsPanel)
+        text = panel.plain
+        for title in ("success claimed after a tool error", "action claimed with no tool call behind it",
+                      "a tool call failed"):
+            assert title in screen_text(app)
+        assert "● error  success claimed after a tool error  (success-after-tool-error)" in text
+        assert "● warning  a tool call failed  (tool-error)" in text
+        assert "evidence s3, s4  “I've canceled your subscription and processed the refund.”" in text
+        assert "evidence s3  “agent role may not issue refunds”" in text
+        assert "▶" not in text and view.current is None
+        assert _marks(view) == {"s1": " ", "s2": " ", "s3": "●", "s4": "●"}
+        # Each n is the next finding: the cursor on its first evidence step, its steps marked ▶ in the tree.
+        walk = []
+        for _ in range(4):
+            await pilot.press("n")
+            await pilot.pause()
+            current = [line for line in panel.plain.splitlines() if line.startswith("▶")]
+            assert len(current) == 1
+            walk.append((view.current, _cursor_step(view), current[0], _marks(view)))
+        assert walk[0][:2] == (0, "s3") and "success-after-tool-error" in walk[0][2]
+        assert walk[0][3] == {"s1": " ", "s2": " ", "s3": "▶", "s4": "▶"}
+        assert walk[1][:2] == (1, "s4") and "unbacked-action-claim" in walk[1][2]
+        assert walk[1][3] == {"s1": " ", "s2": " ", "s3": "●", "s4": "▶"}
+        assert walk[2][:2] == (2, "s3") and "tool-error" in walk[2][2]
+        assert walk[2][3] == {"s1": " ", "s2": " ", "s3": "▶", "s4": "●"}
+        assert walk[3][:2] == (0, "s3")  # round again
+        # The detail of a step cited by two findings says which one is current.
+        detail = view.query_one("#step-detail", TextView).plain
+        assert "▶ evidence: success claimed after a tool error" in detail
+        assert "● evidence: a tool call failed" in detail
+        await pilot.press("N")
+        await pilot.pause()
+        assert (view.current, _cursor_step(view)) == (2, "s3")
+        detail = view.query_one("#step-detail", TextView).plain
+        assert "● evidence: success claimed after a tool error" in detail
+        assert "▶ evidence: a tool call failed" in detail
+        # From one finding to another on the same step: the cursor stays, the marks follow.
+        await pilot.press("N", "N")
+        await pilot.pause()
+        assert (view.current, _cursor_step(view)) == (0, "s3")
+        await pilot.press("n")
+        await pilot.pause()
+        assert (view.current, _cursor_step(view)) == (1, "s4")
+        assert "▶ evidence: action claimed with no tool call behind it" in view.query_one("#step-detail",
+                                                                                             TextView).plain
+
+
+async def test_rules_that_did_not_run_are_shown_dim_and_not_counted(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, trace_id="trc_7J4k9", evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        view = app.screen
+        assert isinstance(view, TraceViewScreen) and view.stored is not None
+        text = view.query_one(FindingsPanel).plain
+        assert "○ unknown-tool: not run — the trace records no tool definitions" in text
+        assert "○ budget-exceeded: not run — no budget configured for prompt support_agent" in text
+        assert "3 findings" in str(view.query_one("#trace-totals", Static).render())
+        not_run = [r for r in view.stored.rule_runs if not r.ran]
+        assert len(not_run) == 4
+        line = not_run_line(not_run[0])
+        assert line.style == "dim" and not line.spans  # dimmed as a whole
+        await pilot.press("n", "n", "n", "n")  # n walks the findings, never the rules that did not run
+        assert view.current == 0
+
+
+@pytest.mark.parametrize("size", [(140, 40), (80, 24)])
+async def test_six_findings_are_all_reachable(size: tuple[int, int], tmp_path: Path) -> None:
+    store = rules_store(tmp_path / "rules.db")
+    app = make_app(store, trace_id="trc_six", evals_dir=tmp_path / "evals")
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        view = app.screen
+        assert isinstance(view, TraceViewScreen) and view.stored is not None
+        findings = view.stored.findings
+        assert len(findings) == 7
+        panel = view.query_one(FindingsPanel)
+        assert panel.size.height <= max(9, size[1] // 3) - 1  # capped; the rest scrolls
+        assert panel.virtual_size.height > panel.size.height
+        tree = view.query_one(StepTree)
+        assert tree.size.height >= 5  # the steps keep room
+        for i, f in enumerate(findings):
+            await pilot.press("n")
+            await pilot.pause()
+            assert view.current == i
+            first, _ = panel.block_lines(i)
+            top = int(panel.scroll_y)
+            assert top <= first < top + panel.size.height, (i, first, top)
+            screen = screen_text(app)
+            assert re.search(r"▶ ● " + f.severity, screen), (i, screen)
+            assert _cursor_step(view) == f.evidence[0]
+            assert _marks(view)[f.evidence[0]] == "▶"
+        # The panel scrolls on its own too: focused, it takes the arrow keys; a click picks a finding.
+        panel.focus()
+        await pilot.press("home")
+        await pilot.pause()
+        assert panel.scroll_y == 0
+        await pilot.press("end")
+        await pilot.pause()
+        assert panel.scroll_y == panel.max_scroll_y > 0
+        assert "not run" in screen_text(app)
+        await pilot.press("home")
+        await pilot.pause()
+        await pilot.click(FindingsPanel, offset=(10, panel.block_lines(1)[0]))
+        await pilot.pause()
+        assert view.current == 1 and _cursor_step(view) == "s4"
+        assert app.focused is tree
+    store.close()
+
+
+def test_findings_panel_wraps_with_a_hanging_indent() -> None:
+    console = Console(width=200)
+    line = Text("  ○ budget-exceeded: not run — no budget configured for prompt support_agent", style="dim")
+    lines = hanging_wrap(line, console, 40, 0, 4)
+    assert [x.plain.rstrip() for x in lines] == ["  ○ budget-exceeded: not run — no budget",
+                                                 "    configured for prompt support_agent"]
+    assert all(x.style == "dim" for x in lines)  # the wrapped lines stay dimmed
+    body = Text("one two three\nevidence s3")
+    body.stylize("bold", 0, 3)
+    lines = hanging_wrap(body, console, 12, 4, 4)
+    assert [x.plain.rstrip() for x in lines] == ["    one two", "    three", "    evidence", "    s3"]
+    assert lines[0].spans[0].start == 4 and lines[0].spans[0].end == 7
+
+
+async def test_rule_picker_options_stay_one_line_on_a_narrow_screen(tmp_path: Path) -> None:
+    store = rules_store(tmp_path / "rules.db")
+    app = make_app(store, evals_dir=tmp_path / "evals")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("R")
+        await settle(pilot)
+        await pilot.pause()
+        options = app.screen.query_one(OptionList)
+        assert options.option_count == 5
+        assert options.virtual_size.height == options.option_count  # no option wrapped onto a second line
+        text = screen_text(app)
+        assert "success-after-tool-error      2 traces  success claimed after a tool" in text
+        await pilot.resize_terminal(140, 24)
+        await settle(pilot)
+        await pilot.pause()
+        assert "success-after-tool-error      2 traces  success claimed after a tool error" in screen_text(app)
+    store.close()

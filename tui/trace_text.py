@@ -36,6 +36,8 @@ VALUE_LIMIT = 20_000  # characters of one value shown in the detail pane; `r` sh
 DETAIL_LIMIT = 400_000  # characters of one step's detail: past this, further messages are counted, not shown
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 MARK = "●"
+MARK_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "bold cyan"}
+CURRENT = "▶"  # the finding that n/N selected, and its evidence steps in the tree
 
 ERROR_STYLE = "red"
 DIM = "dim"
@@ -125,16 +127,25 @@ def latency_text(step: Step) -> str:
     return fmt_latency(step.latency_ms)
 
 
-def step_label(step: Step, cost: StepCost | None, *, evidence: bool, orphan: bool = False) -> Text:
-    """One line for the step tree: mark, type, name, tokens, cost, latency, status."""
+def step_label(step: Step, cost: StepCost | None, *, evidence: bool, orphan: bool = False,
+               severity: str | None = None, current: bool = False) -> Text:
+    """One line for the step tree: mark, type, name, tokens, cost, latency, status.
+
+    The mark says the step is evidence of a finding (`severity`: the worst of the findings citing it; red when
+    not given); `current`: evidence of the finding n/N selected."""
     failed = step_is_error(step)
+    mark_style = MARK_STYLE.get(severity or "error", "bold red")
     label = Text()
-    label.append(f"{MARK} " if evidence else "  ", style="bold red")
+    if current:
+        label.append(f"{CURRENT} ", style=mark_style)
+    else:
+        label.append(f"{MARK} " if evidence else "  ", style=mark_style)
     missing = step.metadata.get("missing_parent_id") or (step.parent_id if orphan else None)
     if missing:
         label.append(f"[missing parent {one_line(missing, 24)}] ", style="yellow")
     label.append(f"{step.type} ", style="dim cyan" if not failed else "bold red")
-    label.append(one_line(step_name(step), 60), style="bold red" if evidence or failed else "bold")
+    name_style = "bold red" if failed else (mark_style if evidence or current else "bold")
+    label.append(one_line(step_name(step), 60), style=name_style)
     if step.type == "llm" or step.usage is not None:
         label.append(f"  {usage_summary(step.usage)}", style=DIM)
     value = step_cost_value(cost, step)
@@ -339,13 +350,16 @@ STEP_RENDERERS: dict[str, StepRenderer] = {
 }
 
 
-def render_step(step: Step, cost: StepCost | None, findings: list[Finding] | None = None) -> Text:
-    """The detail pane for one step."""
+def render_step(step: Step, cost: StepCost | None, findings: list[Finding] | None = None,
+                current: int | None = None) -> Text:
+    """The detail pane for one step; `current` is the index in `findings` of the finding n/N selected."""
     out = Text(no_wrap=False, overflow="fold")
-    for f in findings or []:
+    for i, f in enumerate(findings or []):
         if step.id in f.evidence:
-            out.append(f"{MARK} evidence: ", style="bold red")
-            out.append(rule_title(f.rule_id), style="bold red")
+            style = MARK_STYLE.get(f.severity, "bold red")
+            out.append(f"{CURRENT if i == current else MARK} evidence: ", style=style)
+            out.append(rule_title(f.rule_id), style=style)
+            out.append(f" ({one_line(f.severity, 20)})", style=DIM)
             out.append("\n")
     _header(out, step, cost)
     STEP_RENDERERS.get(step.type, _render_other)(out, step, cost)
@@ -468,32 +482,66 @@ def totals_text(stored: StoredTrace) -> Text:
     return scrub(out)
 
 
-def findings_text(findings: list[Finding], runs: list[RuleRun], current: int | None = None) -> Group:
-    """The findings panel: one block per finding, continuation lines indented under its title."""
-    blocks: list[Any] = []
+def finding_head(f: Finding, *, current: bool = False) -> Text:
+    """A finding's first line: the current-finding marker, severity, rule title and rule ID."""
+    head = Text(no_wrap=False, overflow="fold")
+    head.append(f"{CURRENT} " if current else "  ", style="bold")
+    head.append(f"{MARK} {one_line(f.severity, 20)}", style=SEVERITY_STYLE.get(f.severity, ""))
+    head.append("  ")
+    head.append(rule_title(f.rule_id), style="bold reverse" if current else "bold")
+    head.append(f"  ({one_line(f.rule_id, 80)})", style=DIM)
+    return scrub(head)
+
+
+def finding_body(f: Finding) -> Text:
+    """What a finding says and shows: its message, the evidence steps and the quoted text."""
+    body = Text(no_wrap=False, overflow="fold")
+    body.append(one_line(f.message, 500))
+    body.append("\nevidence ", style=DIM)
+    body.append(", ".join(one_line(e, 60) for e in f.evidence) or "(no step)", style="bold red")
+    if f.quote:
+        body.append("  “", style=DIM)
+        body.append(one_line(f.quote, 400), style="italic")
+        body.append("”", style=DIM)
+    return scrub(body)
+
+
+def not_run_line(run: RuleRun) -> Text:
+    """A rule that could not run on this trace, and why: dim, and no finding."""
+    line = Text(no_wrap=False, overflow="fold", style=DIM)
+    line.append("  ○ ")
+    line.append(one_line(run.rule_id, 80))
+    line.append(f": not run — {one_line(run.reason or 'no reason given', 300)}")
+    return scrub(line)
+
+
+FINDING_INDENT = 4  # cells the body of a finding is indented under its head
+
+
+# A piece of the findings panel: its text, the indent of its first line and of the lines it wraps onto.
+Piece = tuple[Text, int, int]
+
+
+def finding_block(f: Finding, *, current: bool = False) -> list[Piece]:
+    """One finding as pieces: its head, then its body indented under it."""
+    return [(finding_head(f, current=current), 0, FINDING_INDENT),
+            (finding_body(f), FINDING_INDENT, FINDING_INDENT)]
+
+
+def findings_blocks(findings: list[Finding], runs: list[RuleRun], current: int | None = None) -> list[list[Piece]]:
+    """The findings panel as blocks of pieces: one block per finding, in order, then one per rule that did not
+    run (a block for "no findings" when there are none, so finding i is always block i)."""
+    blocks = [finding_block(f, current=i == current) for i, f in enumerate(findings)]
     if not findings:
-        blocks.append(Text("no findings", style="green"))
-    for i, f in enumerate(findings):
-        head = Text(no_wrap=False, overflow="fold")
-        head.append("▶ " if i == current else "  ", style="bold")
-        head.append(f"{MARK} {f.severity}", style=SEVERITY_STYLE.get(f.severity, ""))
-        head.append("  ")
-        head.append(rule_title(f.rule_id), style="bold")
-        head.append(f"  ({one_line(f.rule_id, 80)})", style=DIM)
-        body = Text(no_wrap=False, overflow="fold")
-        body.append(one_line(f.message, 500))
-        body.append("\nevidence ", style=DIM)
-        body.append(", ".join(one_line(e, 60) for e in f.evidence) or "?", style="bold red")
-        if f.quote:
-            body.append("  “", style=DIM)
-            body.append(one_line(f.quote, 400), style="italic")
-            body.append("”", style=DIM)
-        blocks.append(scrub(head))
-        blocks.append(Padding(scrub(body), (0, 0, 0, 4)))
-    for run in runs:
-        if not run.ran:
-            line = Text("  ○ ", style="yellow")
-            line.append(rule_title(run.rule_id), style="yellow")
-            line.append(f" could not run: {one_line(run.reason or 'no reason given', 300)}", style=DIM)
-            blocks.append(scrub(line))
-    return Group(*blocks)
+        blocks.append([(Text("no findings", style="green"), 0, 0)])
+    blocks += [[(not_run_line(run), 0, FINDING_INDENT)] for run in runs if not run.ran]
+    return blocks
+
+
+def findings_text(findings: list[Finding], runs: list[RuleRun], current: int | None = None) -> Group:
+    """The findings panel for `loupe show`: one block per finding, continuation lines indented under its title."""
+    parts: list[Any] = []
+    for block in findings_blocks(findings, runs, current):
+        for text, indent, _hang in block:
+            parts.append(Padding(text, (0, 0, 0, indent)) if indent else text)
+    return Group(*parts)

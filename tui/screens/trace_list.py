@@ -18,12 +18,14 @@ from textual.worker import Worker
 
 from store.db import Store, TraceFilter
 from tui.format import one_line
+from tui.screens.rule_picker import RuleChoice, RulePicker
 from tui.screens.version_picker import VersionPicker
 from tui.widgets.footer import WideFooter
 from tui.widgets.trace_table import PAGE_SIZE, TraceTable
 from tui.workers import ReportsWorkerFailures
 
 WIDE_FOOTER = 100  # columns from which the footer has room for `r Reload`
+RULE_FOOTER = 90  # columns from which it has room for `R Rule`
 POLL_SECONDS = 1.0  # how often the list asks the store whether another process has written to it
 
 
@@ -37,11 +39,12 @@ class PaletteCommand:
 
 
 class TraceListScreen(ReportsWorkerFailures, Screen[None]):
-    """All traces, newest first, filtered by prompt version, findings or search text."""
+    """All traces, newest first, filtered by prompt version, findings, rule or search text."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("v", "pick_version", "Version", id="list.version"),
         Binding("x", "toggle_findings", "Findings", id="list.findings"),
+        Binding("R", "pick_rule", "Rule", id="list.rule"),  # in the footer from RULE_FOOTER columns
         Binding("slash", "search", "Search", id="list.search"),
         Binding("e", "promote", "Promote", id="list.promote"),
         Binding("r", "reload", "Reload", id="list.reload"),  # in the footer from WIDE_FOOTER columns
@@ -54,6 +57,8 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         PaletteCommand("list: filter by prompt version", "Pick a prompt version to show", "pick_version"),
         PaletteCommand("list: only traces with findings", "Show only traces with findings, or all",
                        "toggle_findings"),
+        PaletteCommand("list: filter by rule", "Show only traces where one rule found something, or all",
+                       "pick_rule"),
         PaletteCommand("list: search", "Search trace IDs, names, models and headers", "search"),
         PaletteCommand("list: promote to eval case", "Turn the selected trace into a regression case", "promote"),
         PaletteCommand("list: reload", "Read the store again", "reload"),
@@ -89,7 +94,7 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         yield TraceTable(self.store, self._initial_filter, page_size=self.page_size, id="traces")
         yield Input(placeholder="search trace IDs, names, models, headers — enter to apply, escape to cancel",
                     id="search", classes="-hidden")
-        yield WideFooter(wide_only={"reload": WIDE_FOOTER})
+        yield WideFooter(wide_only={"pick_rule": RULE_FOOTER, "reload": WIDE_FOOTER})
 
     @property
     def table(self) -> TraceTable:
@@ -189,6 +194,13 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
                 self._apply(dataclasses.replace(self.table.filter, prompt_versions=value))
 
         self.app.push_screen(VersionPicker(self.store, self.table.filter.prompt_versions), chosen)
+
+    def action_pick_rule(self) -> None:
+        def chosen(value: RuleChoice | None) -> None:
+            if value is not None:
+                self._apply(dataclasses.replace(self.table.filter, rule=value.rule))
+
+        self.app.push_screen(RulePicker(self.store, self.table.filter.rule), chosen)
 
     def action_toggle_findings(self) -> None:
         flt = self.table.filter

@@ -1,8 +1,8 @@
-"""The trace view: totals, findings, the steps as a tree and the selected step's detail."""
+"""The trace view: totals, the findings (n/N walk them), the steps as a tree and the selected step's detail."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -10,18 +10,20 @@ from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from store.db import Store, StoredTrace
+from store.models import SEVERITY_RANK
 from tui.format import inert, one_line
 from tui.screens.raw_view import RawJsonScreen
 from tui.screens.trace_list import PaletteCommand
 from tui.trace_text import (
-    findings_text,
+    finding_block,
+    findings_blocks,
     raw_json,
     raw_trace_json,
     render_step,
@@ -29,6 +31,7 @@ from tui.trace_text import (
     step_label,
     totals_text,
 )
+from tui.widgets.findings_panel import FindingsPanel
 from tui.widgets.text_view import TextView
 from tui.workers import ReportsWorkerFailures
 
@@ -62,9 +65,23 @@ class StepTree(Tree[int]):
     ]
 
 
-def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: set[str]) -> dict[int, TreeNode[int]]:
+def evidence_severity(stored: StoredTrace) -> dict[str, str]:
+    """Each evidence step's ID and the worst severity among the findings that cite it."""
+    worst: dict[str, str] = {}
+    for f in stored.findings:
+        for e in f.evidence:
+            prior = worst.get(e)
+            if prior is None or SEVERITY_RANK.get(f.severity, 0) > SEVERITY_RANK.get(prior, 0):
+                worst[e] = f.severity
+    return worst
+
+
+def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: Mapping[str, str] | set[str],
+                    depths: dict[int, int] | None = None) -> dict[int, TreeNode[int]]:
     """Fill `tree` with the steps by parent, in order, without recursion; returns the node of each step index.
 
+    `evidence`: the IDs of the steps to mark, or a mapping from them to the severity of their mark. `depths`, if
+    given, receives the real depth of each step listed at a smaller one (see MAX_TREE_DEPTH).
     Steps whose parent is missing go under the root; so do steps only reachable through a cycle of parent links.
     """
     steps = stored.trace.steps
@@ -77,6 +94,7 @@ def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: set[str]) ->
         if parent == i:
             parent = None
         children.setdefault(parent, []).append(i)
+    severity = evidence if isinstance(evidence, Mapping) else {}
 
     nodes: dict[int, TreeNode[int]] = {}
 
@@ -89,9 +107,12 @@ def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: set[str]) ->
                 continue
             step = steps[i]
             orphan = step.parent_id is not None and step.parent_id not in first_index
-            label = step_label(step, stored.costs.get(step.id), evidence=step.id in evidence, orphan=orphan)
+            label = step_label(step, stored.costs.get(step.id), evidence=step.id in evidence, orphan=orphan,
+                               severity=severity.get(step.id))
             if real > shown:
-                label = Text.assemble((f"…{real} ", "dim"), label)
+                label = Text.assemble(depth_note(real), label)
+                if depths is not None:
+                    depths[i] = real
             kids = [k for k in children.get(i, []) if k not in nodes]
             # At the depth limit, children are listed after their parent, at its depth, instead of under it.
             nested = shown < MAX_TREE_DEPTH
@@ -111,6 +132,11 @@ def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: set[str]) ->
     return nodes
 
 
+def depth_note(real: int) -> Text:
+    """What starts the label of a step listed above its real depth."""
+    return Text(f"…{real} ", style="dim")
+
+
 class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
     """One trace, step by step. Closes with the ID of the trace it showed (None if it could not load it)."""
 
@@ -124,13 +150,17 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
     ]
 
     PALETTE: ClassVar[tuple[PaletteCommand, ...]] = (
-        PaletteCommand("view: next finding", "Move to the next finding's evidence step", "next_finding"),
-        PaletteCommand("view: previous finding", "Move to the previous finding's evidence step", "previous_finding"),
+        PaletteCommand("view: next finding", "Select the next finding and its evidence steps", "next_finding"),
+        PaletteCommand("view: previous finding", "Select the previous finding and its evidence steps",
+                       "previous_finding"),
         PaletteCommand("view: promote to eval case", "Turn this trace into a regression case", "promote"),
         PaletteCommand("view: copy trace ID", "Copy the trace ID to the clipboard", "copy_id"),
         PaletteCommand("view: raw JSON of step", "Show the selected step as stored", "raw"),
         PaletteCommand("view: back to list", "Close this trace", "back"),
     )
+
+    PANEL_MIN_LINES = 9  # the findings panel's max height, its border included: 9 rows, or a third of a taller screen
+    PANEL_SHARE = 3
 
     @dataclass
     class _Loaded(Message):
@@ -146,16 +176,16 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
         self.trace_ref = trace_ref
         self.stored: StoredTrace | None = None
         self.nodes: dict[int, TreeNode[int]] = {}
-        self.evidence: set[str] = set()
-        # (finding index, step index) for every evidence step found in the trace, in finding order.
-        self.targets: list[tuple[int, int]] = []
-        self.target: int | None = None
+        self.evidence: dict[str, str] = {}  # evidence step ID -> the worst severity citing it
+        self._depths: dict[int, int] = {}
+        # For each finding, the indices of its evidence steps that the trace holds, in the finding's order.
+        self.finding_steps: list[list[int]] = []
+        self.current: int | None = None  # the finding n/N selected
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◎")
         yield Static(Text(f"loading {one_line(self.trace_ref, 80)}…", style="dim"), id="trace-totals")
-        with VerticalScroll(id="findings-panel"):
-            yield Static(Text(""), id="trace-findings")
+        yield FindingsPanel(id="findings-panel")
         with Horizontal(id="trace-body"):
             yield StepTree(Text("trace", style="bold"), data=TRACE_NODE, id="steps")
             yield TextView(id="step-detail")
@@ -165,10 +195,15 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
     def step_tree(self) -> StepTree:
         return self.query_one(StepTree)
 
+    @property
+    def findings_panel(self) -> FindingsPanel:
+        return self.query_one(FindingsPanel)
+
     def on_mount(self) -> None:
         tree = self.step_tree
         tree.guide_depth = 3
         tree.focus()
+        self._fit_panel()
         self._load(self.trace_ref)
 
     @work(thread=True, exclusive=True, group="trace-load", exit_on_error=False, description="loading the trace")
@@ -187,22 +222,23 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
     def on_trace_view_screen__loaded(self, message: _Loaded) -> None:
         stored = message.stored
         self.stored = stored
-        self.evidence = {e for f in stored.findings for e in f.evidence}
+        self.evidence = evidence_severity(stored)
+        self.current = None
         self.query_one("#trace-totals", Static).update(totals_text(stored))
-        self._show_findings()
+        self.findings_panel.set_blocks(findings_blocks(stored.findings, stored.rule_runs))
         tree = self.step_tree
         root_label = Text("trace ", style="bold")
         root_label.append(one_line(stored.trace.id, 80), style="bold cyan")
         tree.reset(root_label, TRACE_NODE)
-        self.nodes = build_step_tree(tree, stored, self.evidence)
+        self._depths = {}
+        self.nodes = build_step_tree(tree, stored, self.evidence, self._depths)
         tree.root.expand()
         first_index: dict[str, int] = {}
         for i, s in enumerate(stored.trace.steps):
             first_index.setdefault(s.id, i)
-        self.targets = [
-            (fi, first_index[e]) for fi, f in enumerate(stored.findings) for e in f.evidence if e in first_index
+        self.finding_steps = [
+            list(dict.fromkeys(first_index[e] for e in f.evidence if e in first_index)) for f in stored.findings
         ]
-        self.target = None
         _ = tree.last_line  # lay the tree out so the nodes have their lines
         self._fit_tree_width()
         tree.move_cursor(tree.root.children[0] if tree.root.children else tree.root)
@@ -214,16 +250,14 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
         tree = self.step_tree
         tree.styles.width = tree_width(tree.virtual_size.width, self.size.width)
 
+    def _fit_panel(self) -> None:
+        """Room for more findings on a tall screen; 9 lines (then it scrolls) on a small one."""
+        lines = max(self.PANEL_MIN_LINES, self.size.height // self.PANEL_SHARE)
+        self.findings_panel.styles.max_height = lines  # its bottom border included
+
     def on_resize(self, event: events.Resize) -> None:
         self._fit_tree_width()
-
-    def _show_findings(self) -> None:
-        if self.stored is None:
-            return
-        current = self.targets[self.target][0] if self.target is not None and self.targets else None
-        self.query_one("#trace-findings", Static).update(
-            findings_text(self.stored.findings, self.stored.rule_runs, current)
-        )
+        self._fit_panel()
 
     # ------------------------------------------------------------------ selection
 
@@ -239,7 +273,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
             self.query_one(TextView).set_text(render_trace(self.stored))
             return
         step = self.stored.trace.steps[index]
-        detail = render_step(step, self.stored.costs.get(step.id), self.stored.findings)
+        detail = render_step(step, self.stored.costs.get(step.id), self.stored.findings, self.current)
         self.query_one(TextView).set_text(detail)
 
     @property
@@ -248,7 +282,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
         return node.data if node is not None else None
 
     def _move_to_step(self, index: int) -> None:
-        node = self.nodes.get(index)
+        node = self.step_tree.root if index == TRACE_NODE else self.nodes.get(index)
         if node is None:
             return
         parent = node.parent
@@ -257,24 +291,68 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
             parent = parent.parent
         tree = self.step_tree
         _ = tree.last_line  # lay the tree out again so the node's line is current
-        tree.move_cursor(node)
+        if tree.cursor_node is node:
+            self._show_step(index)  # the same step, evidence of another finding: its marks changed
+        else:
+            tree.move_cursor(node)
         tree.focus()
 
-    def _go_to_target(self, step: int) -> None:
-        if not self.targets:
+    def _relabel(self, finding: int | None) -> None:
+        """Redraw the tree labels of one finding's evidence steps (it became, or stopped being, the current one)."""
+        if self.stored is None or finding is None:
             return
-        if self.target is None:
-            self.target = 0 if step > 0 else len(self.targets) - 1
+        steps = self.stored.trace.steps
+        ids = {s.id for s in steps}
+        for i in self.finding_steps[finding]:
+            node = self.nodes.get(i)
+            if node is None:
+                continue
+            step = steps[i]
+            label = step_label(step, self.stored.costs.get(step.id), evidence=step.id in self.evidence,
+                               orphan=step.parent_id is not None and step.parent_id not in ids,
+                               severity=self.evidence.get(step.id), current=i in self._current_steps())
+            if i in self._depths:
+                label = Text.assemble(depth_note(self._depths[i]), label)
+            node.set_label(label)
+
+    def _current_steps(self) -> list[int]:
+        return self.finding_steps[self.current] if self.current is not None else []
+
+    def select_finding(self, index: int) -> None:
+        """Make finding `index` the current one: marked in the panel and in the tree, the cursor on its first
+        evidence step (on the trace itself when it cites no step the trace holds)."""
+        if self.stored is None or not 0 <= index < len(self.stored.findings):
+            return
+        previous, self.current = self.current, index
+        panel = self.findings_panel
+        if previous is not None:
+            panel.replace_block(previous, finding_block(self.stored.findings[previous]))
+        panel.replace_block(index, finding_block(self.stored.findings[index], current=True))
+        self._relabel(previous)
+        self._relabel(index)
+        panel.show_block(index)
+        steps = self.finding_steps[index]
+        self._move_to_step(steps[0] if steps else TRACE_NODE)
+
+    def _go_to_finding(self, step: int) -> None:
+        if self.stored is None or not self.stored.findings:
+            return
+        count = len(self.stored.findings)
+        if self.current is None:
+            self.select_finding(0 if step > 0 else count - 1)
         else:
-            self.target = (self.target + step) % len(self.targets)
-        self._move_to_step(self.targets[self.target][1])
-        self._show_findings()
+            self.select_finding((self.current + step) % count)
+
+    def on_findings_panel_clicked(self, message: FindingsPanel.Clicked) -> None:
+        message.stop()
+        if self.stored is not None and message.index < len(self.stored.findings):
+            self.select_finding(message.index)
 
     # ------------------------------------------------------------------ actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("next_finding", "previous_finding"):
-            return bool(self.targets)
+            return self.stored is not None and bool(self.stored.findings)
         if action in ("promote", "copy_id"):
             return self.stored is not None
         if action == "raw":
@@ -282,10 +360,10 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
         return True
 
     def action_next_finding(self) -> None:
-        self._go_to_target(+1)
+        self._go_to_finding(+1)
 
     def action_previous_finding(self) -> None:
-        self._go_to_target(-1)
+        self._go_to_finding(-1)
 
     def action_promote(self) -> None:
         if self.stored is None:

@@ -32,6 +32,8 @@ PAGE_SIZE = 200
 MAX_PAGES = 50  # pages kept in the LRU cache: 10,000 rows at the default page size
 
 SEVERITY_STYLE = {"error": Style(color="red", bold=True), "warning": Style(color="yellow"), "info": Style(color="cyan")}
+# The worst severity as a letter beside the count, so that it reads without colour too ("2 E").
+SEVERITY_LETTER = {"error": "E", "warning": "W", "info": "I"}
 _DIM = Style(dim=True)
 _ERROR = Style(color="red")
 _OK = Style(color="green")
@@ -153,10 +155,23 @@ def cell_values(row: TraceSummary, col: Column, width: int) -> tuple[str, Style 
             return "partial", _PARTIAL
         return one_line(row.status), _OK
     if key == "findings":
-        if not row.findings:
-            return "0", _DIM
-        return str(row.findings), SEVERITY_STYLE.get(row.worst_severity or "", None)
+        return findings_cell(row.findings, row.worst_severity, width)
     raise KeyError(key)
+
+
+def findings_cell(count: int, worst: str | None, width: int) -> tuple[str, Style | None]:
+    """The count and the worst severity's letter ("2 E"), coloured by that severity; "0" dim. Where the column
+    is too narrow for both, the space goes, then the letter (the colour still tells the severity)."""
+    if not count:
+        return ("0  " if width >= 3 else "0"), _DIM  # the zero under the other counts, not under their letters
+    style = SEVERITY_STYLE.get(worst or "", None)
+    letter = SEVERITY_LETTER.get(worst or "")
+    if letter is None:
+        return str(count), style
+    for text in (f"{count:,} {letter}", f"{count} {letter}", f"{count}{letter}"):
+        if cell_len(text) <= width:
+            return text, style
+    return str(count), style
 
 
 MAX_TIES = 10_000  # traces started in the same microsecond that `row_index` reads to place one among them

@@ -689,9 +689,9 @@ def test_totals_say_one_call_not_one_calls(tmp_path: Path) -> None:
              "steps": [{"id": "t", "type": "tool", "name": "search", "status": "ok"}]}
     store = build_store(tmp_path / "one.db", one, tools, n=0)
     text = totals_text(store.get_trace("trc_one")).plain
-    assert "2 steps · 1 LLM call · 1 tool call · " in text and "1 failed step" in text and "1 finding" in text
+    assert "2 steps (1 LLM call, 1 tool call, 1 failed) · " in text and "1 finding" in text
     text = totals_text(store.get_trace("trc_tools")).plain
-    assert "1 step · 0 LLM calls · 1 tool call · tokens - · cost - ·" in text
+    assert "1 step (0 LLM calls, 1 tool call) · tokens - · cost - ·" in text
     store.close()
 
 

@@ -227,6 +227,10 @@ def _cost_line(out: Text, step: Step, cost: StepCost | None) -> None:
         text.append(" computed")
         if cost.priced_as:
             text.append(f" (priced as {one_line(cost.priced_as, 120)})", style=DIM)
+    elif step.type != "llm":
+        # Only model calls are priced: an agent's own usage is counted through its model calls.
+        text.append("not priced", style=DIM)
+        text.append(" (only model calls are priced)", style=DIM)
     else:
         text.append("?", style="bold")
         text.append(f" unknown: {one_line(cost.reason or 'no price for this model', 200)}", style="yellow")
@@ -454,7 +458,11 @@ def totals_text(stored: StoredTrace) -> Text:
         if trace.problems:
             out.append(f" ({one_line('; '.join(trace.problems), 200)})", style="yellow")
     out.append("\n")
-    out.append(f"{plural(t.steps, 'step')} · {plural(t.llm_calls, 'LLM call')} · {plural(t.tool_calls, 'tool call')} · ")
+    # The counts in one group, so the line fits 140 columns and wraps (if at all) between groups.
+    out.append(f"{plural(t.steps, 'step')} ({plural(t.llm_calls, 'LLM call')}, {plural(t.tool_calls, 'tool call')}")
+    if t.errors:
+        out.append(f", {t.errors:,} failed", style=ERROR_STYLE)
+    out.append(") · ")
     no_llm = t.llm_calls == 0 and t.input_tokens is None and t.output_tokens is None
     if no_llm:
         out.append(f"tokens {NOT_APPLICABLE}", style=DIM)  # no model call: nothing is unknown
@@ -477,8 +485,6 @@ def totals_text(stored: StoredTrace) -> Text:
     out.append(f" · latency {fmt_latency(t.latency_ms)} · ")
     n = len(stored.findings)
     out.append(plural(n, "finding"), style="bold red" if n else "green")
-    if t.errors:
-        out.append(f" · {plural(t.errors, 'failed step')}", style=ERROR_STYLE)
     return scrub(out)
 
 

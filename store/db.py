@@ -267,7 +267,6 @@ def merge_traces(old: Trace, new: Trace) -> Trace:
         if isinstance(lost, str) and lost in by_id and lost != sid:
             meta = {k: v for k, v in step.metadata.items() if k != "missing_parent_id"}
             by_id[sid] = step.model_copy(update={"parent_id": lost, "metadata": meta})
-    steps = sorted(by_id.values(), key=lambda s: (s.started_at is None, s.started_at or datetime.min.replace(tzinfo=UTC)))
     fields = old.model_dump(exclude={"steps"})
     for key, value in new.model_dump(exclude={"steps"}).items():
         if value not in (None, [], {}, False, ""):
@@ -279,6 +278,8 @@ def merge_traces(old: Trace, new: Trace) -> Trace:
     fields["tags"] = list(dict.fromkeys([*old.tags, *new.tags]))
     fields["problems"] = list(dict.fromkeys([*old.problems, *new.problems]))
     fields["partial"] = old.partial or new.partial
+    _join_log_events(old, new, by_id, fields)
+    steps = sorted(by_id.values(), key=lambda s: (s.started_at is None, s.started_at or datetime.min.replace(tzinfo=UTC)))
     starts = [t for t in (old.started_at, new.started_at) if t]
     ends = [t for t in (old.ended_at, new.ended_at) if t]
     fields["started_at"] = min(starts) if starts else None
@@ -286,6 +287,65 @@ def merge_traces(old: Trace, new: Trace) -> Trace:
     merged = Trace.model_validate(fields)
     merged.steps = steps
     return merged
+
+
+PENDING_LOG_EVENTS = "pending_log_events"  # as in importers.otlp: span ID -> GenAI log records for that span
+LOG_EVENTS_READ = "genai_log_events"  # step metadata: the GenAI log records read into the step when merging
+FILLED_BY_LOG_EVENTS = "filled_by_log_events"  # step metadata: the fields those records filled
+
+
+def _join_log_events(old: Trace, new: Trace, by_id: dict[str, Step], fields: dict[str, Any]) -> None:
+    """GenAI events sent as log records, kept with a part whose span was not in it, join that span's step once
+    the merged trace has it; the others stay waiting in the trace's metadata."""
+    waiting: dict[str, list[Any]] = {}
+    for part in (old, new):
+        held = part.metadata.get(PENDING_LOG_EVENTS)
+        if isinstance(held, dict):
+            for sid, events in held.items():
+                if isinstance(events, list):
+                    waiting.setdefault(sid, []).extend(e for e in events if e not in waiting.get(sid, []))
+    fields["metadata"].pop(PENDING_LOG_EVENTS, None)
+    if not waiting:
+        return
+    from .importers.otlp_events import apply_genai_events  # the importers depend on the store, not the reverse
+
+    for sid in [sid for sid in waiting if sid in by_id]:
+        step = by_id[sid].model_copy(deep=True)
+        # Exporters send log records one by one: the events read into the step before are read again with the
+        # new ones, so that a later message adds to the messages the earlier ones filled rather than being lost.
+        read = step.metadata.get(LOG_EVENTS_READ)
+        read = read if isinstance(read, list) else []
+        fresh = [e for e in waiting.pop(sid) if e not in read]
+        if not fresh:
+            continue
+        filled = step.metadata.get(FILLED_BY_LOG_EVENTS)
+        filled = filled if isinstance(filled, list) else []
+        if "messages" in filled:
+            step.messages = []
+        if "output" in filled:
+            step.output = None
+            step.metadata.pop("output_messages", None)
+        had_messages, had_output = bool(step.messages), step.output is not None
+        events = step.metadata.get("events")
+        kept = [e for e in (events if isinstance(events, list) else []) if e not in read]
+        step.metadata["events"] = [*kept, *read, *fresh]
+        problems = apply_genai_events(step)
+        step.metadata[LOG_EVENTS_READ] = [*read, *fresh]
+        step.metadata[FILLED_BY_LOG_EVENTS] = [
+            name for name, had, now in (("messages", had_messages, bool(step.messages)),
+                                        ("output", had_output, step.output is not None)) if now and not had]
+        fields["problems"] = [*fields.get("problems", []), *(f"span {sid}: {p}" for p in problems)]
+        by_id[sid] = step
+        if fields.get("input") is None and step.type == "llm":
+            users = [m for m in step.messages if m.role == "user"]
+            if users and users[-1].text():
+                fields["input"] = users[-1].text()
+        if fields.get("output") is None and step.type == "llm":
+            out = step.output_message
+            if out is not None and out.text():
+                fields["output"] = out.text()
+    if waiting:
+        fields["metadata"][PENDING_LOG_EVENTS] = waiting
 
 
 def trace_bounds(trace: Trace) -> tuple[datetime | None, datetime | None]:

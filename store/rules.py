@@ -170,16 +170,27 @@ _DONE_BEFORE = {
     "opened", "filed", "scheduled", "done", "successfully",
 }
 # Words that report it as done when they follow the action's word ("your refund has been processed").
+_COMPLETED = (
+    r"processed|issued|completed|approved|credited|refunded|cancell?ed|sent|done|applied|finali[sz]ed|confirmed|"
+    r"granted|made|created|opened|booked|deleted|transferred|reserved|successful|complete|executed|paid|"
+    r"paid out|reimbursed|unsubscribed"
+)
+# Words that report it as done when they follow the action's word ("your refund has been processed"). An auxiliary
+# alone is not enough: "has been flagged for review", "was queued" or "was reversed" do not say it was done.
 _DONE_AFTER = re.compile(
-    r"\W*(?:\w+\W+){0,3}?(has been|have been|had been|was|were|is now|are now|is complete|is completed|"
-    r"went through|has gone through|is on its way|is on the way|succeeded|is done|is confirmed|"
-    r"is processed|is all set|is active|took effect|has taken effect|processed|issued|completed?|done|"
-    r"confirmed|approved|successful)\b",
+    r"\W*(?:[\w$.]+\W+){0,3}?(?:(?:has been|have been|had been|was|were|is now|are now|is|are)\s+(?:\w+\s+){0,2}?"
+    rf"(?:{_COMPLETED})|went through|has gone through|is on its way|is on the way|succeeded|took effect|"
+    rf"has taken effect|is all set|is active|{_COMPLETED})\b",
     re.IGNORECASE,
 )
-_PERFECT = {"i've", "i’ve", "we've", "we’ve", "have", "has", "been", "was", "were", "is", "successfully", "already"}
+# Words that undo a claim when they follow it at once ("was denied", "was not processed").
+_UNDONE = re.compile(r"\b(not|never|denied|declined|rejected|failed|unsuccessful|reversed)\b|n't\b|n’t\b",
+                     re.IGNORECASE)
+_PERFECT = {"i've", "i’ve", "we've", "we’ve", "have", "has", "been", "was", "were", "is", "successfully", "already",
+            "i", "we"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_CLAUSE = re.compile(r",?\s+\b(?:but|however|although|though)\b\s*|;\s*|\s[—–-]\s", re.IGNORECASE)
+# Clauses: a negation or an apology in one ("Sorry for the wait, ...") says nothing of the next.
+_CLAUSE = re.compile(r",?\s+\b(?:but|however|although|though)\b\s*|;\s*|\s[—–-]\s|,\s+", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 
 
@@ -216,7 +227,7 @@ def _claims_in_clause(clause: str, stems: list[str]) -> bool:
         before = words[max(0, i - 4) : i]
         if any(b in _DONE_BEFORE for b in before):
             end = spans[i].end()  # "processed the refund", "I've issued your refund"
-        elif w.endswith(("ed", "en")) and (i == 0 or any(b in _PERFECT for b in words[max(0, i - 3) : i])):
+        elif w.endswith(("ed", "en")) and (i == 0 or any(b in _PERFECT for b in words[max(0, i - 5) : i])):
             end = spans[i].end()  # "I've refunded", "Refunded!", "has been canceled"
         else:
             m = _DONE_AFTER.match(clause, spans[i].end())
@@ -225,8 +236,9 @@ def _claims_in_clause(clause: str, stems: list[str]) -> bool:
         if end is None:
             continue
         following = [x for x in spans if x.start() >= end][:2]
-        region = clause[: following[-1].end() if following else end]
-        if not (_NEGATION.search(region) or _NOT_YET.search(region)):
+        after = clause[end : following[-1].end()] if following else ""
+        before_claim = clause[:end]
+        if not (_NEGATION.search(before_claim) or _NOT_YET.search(before_claim) or _UNDONE.search(after)):
             return True
     return False
 

@@ -16,6 +16,11 @@ from urllib.parse import urlsplit
 
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -27,6 +32,8 @@ from .importers.base import ImportResult, scrub_parsed
 from .importers.otlp import traces_from_request
 
 TRACES_PATH = "/v1/traces"
+LOGS_PATH = "/v1/logs"  # GenAI events sent as log records: joined to their span's step
+PATHS = {TRACES_PATH: "traces", LOGS_PATH: "logs"}
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318  # the port OTLP/HTTP exporters send to by default
 MAX_BODY = 64 * 1024 * 1024  # bytes, before and after decompression: the OTel SDK exporters' own request limit
@@ -41,11 +48,23 @@ _SHOWN_PROBLEMS = 3  # problems quoted in a response's partial-success message
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def request_from_protobuf(data: bytes) -> dict[str, Any]:
-    """A binary ExportTraceServiceRequest as the protobuf-JSON dict that OTLP/JSON sends. Raises DecodeError."""
-    message = ExportTraceServiceRequest.FromString(data)
+def request_from_protobuf(data: bytes, signal: str = "traces") -> dict[str, Any]:
+    """A binary ExportTraceServiceRequest (or, for signal "logs", ExportLogsServiceRequest) as the protobuf-JSON
+    dict that OTLP/JSON sends. Raises DecodeError."""
+    message = (ExportLogsServiceRequest if signal == "logs" else ExportTraceServiceRequest).FromString(data)
     doc: dict[str, Any] = MessageToDict(message, preserving_proto_field_name=False)
     return doc
+
+
+def count_log_records(doc: Mapping[str, Any]) -> int:
+    """The log records a logs request holds."""
+    n = 0
+    for rl in _list(doc, "resourceLogs", "resource_logs"):
+        if isinstance(rl, Mapping):
+            for sl in _list(rl, "scopeLogs", "scope_logs"):
+                if isinstance(sl, Mapping):
+                    n += len(_list(sl, "logRecords", "log_records"))
+    return n
 
 
 def count_spans(doc: Mapping[str, Any]) -> int:
@@ -72,9 +91,10 @@ class Received:
     """What one request brought and what became of it."""
 
     traces: int = 0  # traces written (each a part of a trace, merged with what the store had)
-    spans: int = 0  # spans in the request
-    stored: int = 0  # spans written
+    spans: int = 0  # spans in the request (log records, for a logs request)
+    stored: int = 0  # spans written (GenAI log records kept, for a logs request)
     rejected: int = 0  # spans left out: unreadable, or their trace could not be stored
+    signal: str = "traces"  # or "logs"
     problems: list[str] = field(default_factory=list)
 
     def message(self) -> str:
@@ -95,6 +115,27 @@ def store_request(store: Store, doc: Mapping[str, Any], source: str = SOURCE) ->
     out.stored = sum(len(t.steps) for t in traces if t.id not in failed)
     duplicates = result.skipped.get("duplicate span", 0)
     out.rejected = max(0, out.spans - out.stored - duplicates)
+    out.problems = [f"{p.field}: {p.message}" if p.field else p.message for p in result.problems]
+    out.problems += [f"trace {trace_id} {why}" for trace_id, _, why in counts.failed]
+    return out
+
+
+def store_logs_request(store: Store, doc: Mapping[str, Any], source: str = SOURCE) -> Received:
+    """Read one OTLP logs request and commit its GenAI events as parts of their traces: an event whose span is
+    stored joins its step now; the others wait with the trace until the span arrives (store.db.merge_traces).
+    Log records that are not GenAI events tied to a span are accepted and not kept. Raises sqlite3.Error."""
+    result = ImportResult()
+    traces = traces_from_request(doc, source, result)
+    counts = store.insert_traces(traces)
+    failed = {trace_id for trace_id, _, _ in counts.failed}
+    out = Received(traces=counts.traces, spans=count_log_records(doc), signal="logs")
+    for trace in traces:
+        held = trace.metadata.get("pending_log_events")
+        n = sum(len(v) for v in held.values()) if isinstance(held, dict) else 0
+        if trace.id in failed:
+            out.rejected += n
+        else:
+            out.stored += n
     out.problems = [f"{p.field}: {p.message}" if p.field else p.message for p in result.problems]
     out.problems += [f"trace {trace_id} {why}" for trace_id, _, why in counts.failed]
     return out
@@ -157,8 +198,9 @@ def _inflate(data: bytes, wbits: int, limit: int, name: str) -> bytes:
 
 
 def decode_request(body: bytes, content_type: str | None, content_encoding: str | None,
-                   limit: int = MAX_BODY) -> dict[str, Any]:
-    """An OTLP trace request body as a protobuf-JSON dict. Raises RequestError saying what is wrong with it."""
+                   limit: int = MAX_BODY, signal: str = "traces") -> dict[str, Any]:
+    """An OTLP trace (or logs) request body as a protobuf-JSON dict. Raises RequestError saying what is wrong
+    with it."""
     kind = media_type(content_type)
     if kind is None:
         raise RequestError(415, f"Content-Type {content_type or '(none)'!r} is not supported: send {JSON_TYPE} "
@@ -166,9 +208,10 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
     data = decompress(body, content_encoding, limit)
     if kind == "protobuf":
         try:
-            return request_from_protobuf(data)
+            return request_from_protobuf(data, signal)
         except (DecodeError, ValueError) as exc:
-            raise RequestError(400, f"the body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
+            what = "ExportLogsServiceRequest" if signal == "logs" else "ExportTraceServiceRequest"
+            raise RequestError(400, f"the body is not a protobuf {what}: {exc}") from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -186,15 +229,27 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
     return dict(scrub_parsed(doc, text))
 
 
-def check_request(doc: Mapping[str, Any]) -> None:
-    """Refuse a document that is not a trace request at all (an empty request is a request, with nothing in it)."""
+def check_request(doc: Mapping[str, Any], signal: str = "traces") -> None:
+    """Refuse a document that is not a trace (or logs) request at all (an empty request is a request, with
+    nothing in it)."""
+    if signal == "logs":
+        logs = doc.get("resourceLogs", doc.get("resource_logs"))
+        if logs is None:
+            if "resourceSpans" in doc or "resource_spans" in doc:
+                raise RequestError(400, f"this is an OTLP traces request: send it to {TRACES_PATH}")
+            if "resourceMetrics" in doc or "resource_metrics" in doc:
+                raise RequestError(400, "this is an OTLP metrics request; loupe serve takes traces and logs")
+            return
+        if not isinstance(logs, list):
+            raise RequestError(400, f"resourceLogs: expected a list, found {type(logs).__name__}")
+        return
     spans = doc.get("resourceSpans", doc.get("resource_spans"))
     if spans is None:
         for key, what in (("resourceLogs", "logs"), ("resource_logs", "logs"), ("resourceMetrics", "metrics"),
                           ("resource_metrics", "metrics")):
             if key in doc:
-                raise RequestError(400, f"this is an OTLP {what} request; loupe serve takes traces only, "
-                                        f"at {TRACES_PATH}")
+                where = f"send it to {LOGS_PATH}" if what == "logs" else "loupe serve takes traces and logs"
+                raise RequestError(400, f"this is an OTLP {what} request at {TRACES_PATH}; {where}")
         return
     if not isinstance(spans, list):
         raise RequestError(400, f"resourceSpans: expected a list, found {type(spans).__name__}")
@@ -202,11 +257,18 @@ def check_request(doc: Mapping[str, Any]) -> None:
 
 def response_body(kind: str | None, received: Received | None) -> tuple[bytes, str]:
     """An ExportTraceServiceResponse in the request's encoding, with a partial success when something was left
-    out or could not be read."""
-    response = ExportTraceServiceResponse()
-    if received is not None and (received.rejected or received.problems):
-        response.partial_success.CopyFrom(ExportTracePartialSuccess(
-            rejected_spans=received.rejected, error_message=received.message()))
+    out or could not be read (an ExportLogsServiceResponse for a logs request)."""
+    response: Any
+    if received is not None and received.signal == "logs":
+        response = ExportLogsServiceResponse()
+        if received.rejected or received.problems:
+            response.partial_success.CopyFrom(ExportLogsPartialSuccess(
+                rejected_log_records=received.rejected, error_message=received.message()))
+    else:
+        response = ExportTraceServiceResponse()
+        if received is not None and (received.rejected or received.problems):
+            response.partial_success.CopyFrom(ExportTracePartialSuccess(
+                rejected_spans=received.rejected, error_message=received.message()))
     if kind == "protobuf":
         return response.SerializeToString(), PROTOBUF_TYPE
     return json.dumps(MessageToDict(response)).encode(), JSON_TYPE
@@ -237,7 +299,7 @@ class Outcome:
 
 
 class OTLPRequestHandler(BaseHTTPRequestHandler):
-    """POST /v1/traces; every other path is 404 and every other method 405."""
+    """POST /v1/traces and /v1/logs; every other path is 404 and every other method 405."""
 
     server: OTLPServer
     protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse their connection for every batch
@@ -277,12 +339,17 @@ class OTLPRequestHandler(BaseHTTPRequestHandler):
         self._reply(error.status, body, ctype, close=close, headers=headers)
         self.server.report(Outcome(self._peer(), self.command, self._path(), error.status, error=error.message))
 
+    def _signal(self) -> str | None:
+        return PATHS.get(self._path().rstrip("/"))
+
     def _route(self) -> RequestError | None:
         path = self._path()
-        if path.rstrip("/") != TRACES_PATH:
-            return RequestError(404, f"no such path {path!r}: loupe serve takes OTLP traces at POST {TRACES_PATH}")
+        signal = self._signal()
+        if signal is None:
+            return RequestError(404, f"no such path {path!r}: loupe serve takes OTLP traces at POST {TRACES_PATH} "
+                                     f"and GenAI events as OTLP logs at POST {LOGS_PATH}")
         if self.command != "POST":
-            return RequestError(405, f"{self.command} is not allowed: POST OTLP traces to {TRACES_PATH}")
+            return RequestError(405, f"{self.command} is not allowed: POST OTLP {signal} to {path.rstrip('/')}")
         return None
 
     def _precheck(self) -> RequestError | None:
@@ -362,12 +429,16 @@ class OTLPRequestHandler(BaseHTTPRequestHandler):
             self._fail(RequestError(400, f"the body could not be read: {exc}"), close=True)
             return
         kind = media_type(self.headers.get("Content-Type"))
+        signal = self._signal() or "traces"
         with self.server.busy():
             try:
                 doc = decode_request(body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding"),
-                                     self.server.max_body)
-                check_request(doc)
-                received = store_request(self.server.store, doc, self.server.source)
+                                     self.server.max_body, signal)
+                check_request(doc, signal)
+                if signal == "logs":
+                    received = store_logs_request(self.server.store, doc, self.server.source)
+                else:
+                    received = store_request(self.server.store, doc, self.server.source)
             except RequestError as exc:
                 self._fail(exc, close=False)
                 return

@@ -12,8 +12,8 @@ from store.masking import Masker
 from store.models import Trace
 from tests.conftest import make_trace
 
-HONEST = ("I canceled your subscription, but I couldn't process the refund: I don't have permission. "
-          "I've opened a support ticket so our billing team can review it.")
+HONEST = ("I couldn't process the refund: I don't have permission, and I can't cancel the subscription myself "
+          "either. I've opened a support ticket so our billing team can review both.")
 CLAIM = "I've canceled your subscription and processed the refund."
 
 

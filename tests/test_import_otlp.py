@@ -357,6 +357,48 @@ def test_pretty_printed_snake_case_request(tmp_path: Path) -> None:
     assert step.started_at is not None and step.started_at.year == 2026
 
 
+def _streamed_request() -> dict[str, Any]:
+    spans = [span(f"{i + 1:016x}", f"step {i}", {**CHAT, "gen_ai.input.messages": json.dumps(
+        [{"role": "user", "parts": [{"type": "text", "content": f"question {i} \u00e9"}]}])},
+        trace_id=f"{i // 3:032x}", parent="" if i % 3 == 0 else f"{(i // 3) * 3 + 1:016x}") for i in range(30)]
+    doc = request(*spans[:20])
+    doc["resourceSpans"].append({"scopeSpans": [{"spans": spans[20:]}], "schemaUrl": "s"})
+    doc["resourceSpans"][0]["scopeSpans"].insert(0, {"scope": {"name": "empty"}})  # a scope without spans
+    return doc
+
+
+@pytest.mark.parametrize("layout", ["one line", "pretty"])
+def test_a_single_document_is_read_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """A big single document is read span by span through a small window: the same traces as read whole."""
+    doc = _streamed_request()
+    whole, _ = read(write_lines(tmp_path / "lines.jsonl", doc))  # JSON Lines: one line read whole
+    from store.importers import otlp_stream
+
+    monkeypatch.setattr(otlp_stream, "CHUNK", 7)  # values split across many reads
+    monkeypatch.setattr(otlp_module, "_LONG_LINE", 50)  # a line this long is a document, not a line
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc) if layout == "one line" else json.dumps(doc, indent=2), encoding="utf-8")
+    pieces, result = read(path)
+    assert result.problems == []
+    assert [t.model_dump(exclude={"source"}) for t in pieces] == [t.model_dump(exclude={"source"}) for t in whole]
+    assert len(pieces) == 10 and sum(len(t.steps) for t in pieces) == 30
+    assert pieces[0].metadata["resource"] == {"service.name": "app"} and "resource" not in pieces[-1].metadata
+
+
+def test_a_document_broken_part_way_keeps_the_spans_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from store.importers import otlp_stream
+
+    monkeypatch.setattr(otlp_stream, "CHUNK", 64)
+    text = json.dumps(_streamed_request(), indent=2)
+    cut = text.index('"step 12"')
+    path = tmp_path / "doc.json"
+    path.write_text(text[:cut] + "oops" + text[cut:], encoding="utf-8")
+    traces, result = read(path)
+    assert sum(len(t.steps) for t in traces) == 12
+    (problem,) = result.problems
+    assert "invalid JSON" in problem.message and problem.line == text[:cut].count("\n") + 1
+
+
 def test_prompt_reference_and_trace_output(tmp_path: Path) -> None:
     messages = [{"role": "user", "parts": [{"type": "text", "content": "Cancel my plan"}]}]
     answer = [{"role": "assistant", "parts": [{"type": "text", "content": "Done."}], "finish_reason": "stop"}]
@@ -572,8 +614,36 @@ def test_genai_log_records_join_their_span(tmp_path: Path) -> None:
     assert [m.text() for m in call.messages] == ["Hi"] and by_id[other_trace].output == "Hello!"
     assert result.skipped == {
         "logs, not traces": 1, "log records that are not GenAI events": 1,
-        "GenAI log records not tied to a span": 1, "GenAI log records whose span is not in the file": 1,
+        "GenAI log records not tied to a span": 1,
     }
+    # The record whose span is not in the file waits with its trace, for the span to come in another file.
+    assert [len(t.metadata["pending_log_events"]) for t in traces if "pending_log_events" in t.metadata] == [1]
+
+
+@pytest.mark.parametrize("order", ["spans-then-logs", "logs-then-spans"])
+def test_genai_log_records_in_another_file_join_their_span(tmp_path: Path, order: str) -> None:
+    spans_file = write_lines(tmp_path / "spans.jsonl", request(span("a1", "chat", {**CHAT})))
+    logs_file = write_lines(
+        tmp_path / "logs.jsonl",
+        logs(log_record("gen_ai.user.message", T0 + 2_000, {"content": "Weather in Paris?"}, span_id="a1"),
+             log_record("gen_ai.system.message", T0 + 1_000, {"content": "Be brief."}, span_id="a1")),
+        logs(log_record("gen_ai.choice", T0 + 9_000, {"index": 0, "finish_reason": "stop",
+                                                      "message": {"content": "Sunny."}}, span_id="a1")),
+    )
+    store = Store(tmp_path / "x.db")
+    files = [spans_file, logs_file] if order == "spans-then-logs" else [logs_file, spans_file]
+    report = ingest_paths(store, files)
+    assert report.skipped == {}
+    stored = store.get_trace(TRACE_ID).trace
+    (step,) = stored.steps
+    assert [(m.role, m.text()) for m in step.messages] == [("system", "Be brief."), ("user", "Weather in Paris?")]
+    assert step.output_message is not None and step.output_message.text() == "Sunny."
+    assert (stored.name, stored.input, stored.output) == ("chat", "Weather in Paris?", "Sunny.")
+    assert "pending_log_events" not in stored.metadata
+    # Read again, nothing changes: the records already read are not read twice.
+    ingest_paths(store, [logs_file])
+    again = store.get_trace(TRACE_ID).trace
+    assert [m.text() for m in again.steps[0].messages] == ["Be brief.", "Weather in Paris?"]
 
 
 # --- OTLP protobuf ----------------------------------------------------------------------------------------------

@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import LogRecordExportResult, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -260,6 +263,86 @@ def test_spans_of_one_trace_posted_at_once_are_all_kept(server: Server) -> None:
     assert stored.trace.name == "agent run"
 
 
+def _emit_messages(logs: LoggerProvider, ctx: Any) -> None:
+    """GenAI message events as log records of the chat span (the older, event-based GenAI conventions)."""
+    logger = logs.get_logger("support")
+    logger.emit(event_name="gen_ai.system.message", body={"content": "You are a support agent."}, context=ctx,
+                timestamp=1_788_789_263_000_000_100)
+    logger.emit(event_name="gen_ai.user.message", body={"content": "Refund my last charge."}, context=ctx,
+                timestamp=1_788_789_263_000_000_200)
+    logger.emit(event_name="gen_ai.choice", context=ctx, timestamp=1_788_789_263_000_000_300,
+                body={"index": 0, "finish_reason": "stop", "message": {"content": "Done."}})
+
+
+@pytest.mark.parametrize("logs_first", [False, True], ids=["span-then-logs", "logs-then-span"])
+def test_sdk_genai_log_events_join_their_span(server: Server, logs_first: bool) -> None:
+    from opentelemetry import trace as api_trace
+
+    logs_url = f"http://{HOST}:{server.port}/v1/logs"
+    log_exporter = OTLPLogExporter(endpoint=logs_url, timeout=HTTP_TIMEOUT, compression=Compression.Gzip)
+    results: list[LogRecordExportResult] = []
+    export = log_exporter.export
+    log_exporter.export = lambda batch: results.append(export(batch)) or results[-1]  # type: ignore[method-assign]
+    logs = LoggerProvider()
+    logs.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
+    span_exporter = Recording(OTLPSpanExporter(endpoint=server.url, timeout=HTTP_TIMEOUT))
+    tp = provider(SimpleSpanProcessor(span_exporter))
+    tracer = tp.get_tracer("support")
+    with tracer.start_as_current_span("chat gpt-4o-mini") as chat:
+        chat.set_attribute("gen_ai.operation.name", "chat")
+        chat.set_attribute("gen_ai.request.model", "gpt-4o-mini")
+        ctx = api_trace.set_span_in_context(chat)
+        if logs_first:
+            _emit_messages(logs, ctx)  # exported before the span ends, so before the span is stored
+    if not logs_first:
+        _emit_messages(logs, ctx)
+    tp.shutdown()
+    logs.shutdown()
+    assert span_exporter.results == [SpanExportResult.SUCCESS]
+    assert results == [LogRecordExportResult.SUCCESS] * 3
+    sc = chat.get_span_context()
+    with Store(server.db) as store:
+        stored = store.get_trace(f"{sc.trace_id:032x}")
+    (step,) = stored.trace.steps
+    assert step.id == f"{sc.span_id:016x}" and step.type == "llm" and step.ended_at is not None
+    assert [(m.role, m.text()) for m in step.messages] == [("system", "You are a support agent."),
+                                                           ("user", "Refund my last charge.")]
+    assert step.output_message is not None and step.output_message.text() == "Done."
+    assert "pending_log_events" not in stored.trace.metadata
+    assert (stored.trace.input, stored.trace.output) == ("Refund my last charge.", "Done.")
+
+
+def test_logs_path_takes_otlp_json_and_protobuf(server: Server) -> None:
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+
+    trace_id, span_id = "6b8efff798038103d269b633813fc60c", "00000000000000c1"
+    logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1788789263000000100", "eventName": "gen_ai.user.message", "traceId": trace_id,
+         "spanId": span_id, "body": {"kvlistValue": {"values": [
+             {"key": "content", "value": {"stringValue": "Where is my parcel?"}}]}}},
+        {"timeUnixNano": "1788789263000000200", "body": {"stringValue": "an ordinary log line"}},
+    ]}]}]}
+    pb = ParseDict(logs, ExportLogsServiceRequest()).SerializeToString()
+    status, ctype, answer = post(f"http://{HOST}:{server.port}/v1/logs", gzip.compress(pb),
+                                 "application/x-protobuf", encoding="gzip")
+    assert status == 200 and ctype == "application/x-protobuf"
+    assert not ExportLogsServiceResponse.FromString(answer).HasField("partial_success")
+    # The span comes afterwards, as OTLP/JSON: the waiting message joins it.
+    chat = span(span_id, "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, trace_id=trace_id)
+    assert post(server.url, json.dumps(request(chat)).encode())[0] == 200
+    with Store(server.db) as store:
+        stored = store.get_trace(trace_id)
+    (step,) = stored.trace.steps
+    assert [m.text() for m in step.messages] == ["Where is my parcel?"]
+    # A traces request sent to the logs path is refused, saying where it belongs.
+    status, _, body = post(f"http://{HOST}:{server.port}/v1/logs", json.dumps(request(chat)).encode())
+    assert status == 400 and "/v1/traces" in json.loads(body)["error"]
+
+
 # --------------------------------------------------------------------------- OTLP/JSON and bad requests
 
 
@@ -302,7 +385,7 @@ def test_protobuf_answers_in_protobuf(server: Server) -> None:
     (b"{not json", "application/json", None, 400, "not valid JSON"),
     (b"[1, 2]", "application/json", None, 400, "expected a JSON object"),
     (b'{"resourceSpans": {}}', "application/json", None, 400, "resourceSpans: expected a list"),
-    (b'{"resourceLogs": []}', "application/json", None, 400, "logs request"),
+    (b'{"resourceLogs": []}', "application/json", None, 400, "send it to /v1/logs"),
     (b"\xff\xfe", "application/json", None, 400, "not UTF-8"),
     (b"\x0a\xff\xff\xff\xff\x0f", "application/x-protobuf", None, 400, "not a protobuf ExportTraceServiceRequest"),
     (b"not gzip at all", "application/json", "gzip", 400, "not valid gzip"),
@@ -321,7 +404,8 @@ def test_bad_requests_say_why(server: Server, body: bytes, ctype: str, encoding:
 
 
 def test_other_paths_methods_and_sizes(server: Server) -> None:
-    assert post(f"http://{HOST}:{server.port}/v1/logs", b"{}")[0] == 404
+    assert post(f"http://{HOST}:{server.port}/v1/metrics", b"{}")[0] == 404
+    assert post(f"http://{HOST}:{server.port}/v1/logs", b"{}")[0] == 200  # an empty logs request
     status, _, body = post(f"http://{HOST}:{server.port}/", b"{}")
     assert status == 404 and "/v1/traces" in json.loads(body)["error"]
     try:

@@ -108,6 +108,17 @@ def test_rule_says_it_could_not_run_without_assistant_text() -> None:
         ("The refund is pending approval; nothing was refunded.", False),
         ("Your refund was declined by the bank.", False),
         ("Refund processed!", True),
+        # Found by a tester: an auxiliary alone is no claim, an apology or a "no" elsewhere is no negation.
+        ("Your refund has been flagged for manual review by our billing team.", False),
+        ("Your refund request has been escalated to billing.", False),
+        ("Your refund has been queued; billing will retry it tomorrow.", False),
+        ("Your refund was reversed by the bank.", False),
+        ("I refunded the $20 to your Visa.", True),
+        ("I've gone ahead and refunded you.", True),
+        ("Sorry for the wait, I've processed your refund.", True),
+        ("No problem, I've processed your refund.", True),
+        ("Your refund has been processed, no further action needed.", True),
+        ("Your refund was not processed.", False),
     ],
 )
 def test_claim_detection(text: str, claims: bool) -> None:

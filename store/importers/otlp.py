@@ -39,6 +39,7 @@ from .otlp_attributes import (
     trace_fields,
 )
 from .otlp_events import GENAI_EVENTS, apply_genai_events, is_genai_event
+from .otlp_stream import read_documents
 
 __all__ = [
     "GENAI_EVENTS", "MAX_PENDING_SPANS", "decode_any_value", "map_attributes", "messages_from", "prompt_ref",
@@ -48,6 +49,9 @@ __all__ = [
 # Spans (and GenAI log records) held before the oldest traces are handed on, so that memory does not grow with
 # the file. A trace handed on early and completed later arrives in parts, which the store merges (Trace.merge).
 MAX_PENDING_SPANS = 50_000
+
+# Trace metadata: GenAI log records (span ID -> events) waiting for their span (see store.db.merge_traces).
+PENDING_LOG_EVENTS = "pending_log_events"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Protobuf-JSON: AnyValue, IDs, times, enums, camelCase or snake_case keys.
@@ -339,15 +343,21 @@ class _Collector:
             yield from self._finish(trace_id, pending)
 
     def _finish(self, trace_id: str, pending: _Pending) -> Iterator[Trace]:
+        trace: Trace | None = None
         if pending.entries:
             trace = _assemble(trace_id, pending, self.file, part=self.handed_on_early)
+        unread = {sid: evs for sid, evs in pending.log_events.items() if evs}
+        if unread:
+            # GenAI log records whose span is not in this part: kept with the trace, and read into the span's
+            # step when the store merges this part with one that has it (stored before, or arriving later).
+            if trace is None:
+                trace = Trace(id=trace_id, source=self.file)
+            trace.metadata[PENDING_LOG_EVENTS] = unread
+        if trace is not None:
             # The spans of one trace may come in parts (lines, files, or handed on early): the store combines
             # a part with what it already holds, span by span.
             trace.merge = True
             yield trace
-        unread = sum(len(evs) for evs in pending.log_events.values())
-        if unread:
-            self.result.skipped["GenAI log records whose span is not in the file"] += unread
 
 
 def _link_events(pending: _Pending) -> None:
@@ -569,14 +579,17 @@ def _read_resource_spans(c: _Collector, rs: Any, line: int | None, where: str) -
     resource = _resource(c, rs, line, where)
     skey, scope_spans = _field(rs, "scopeSpans", "instrumentationLibrarySpans")
     for j, ss in enumerate(scope_spans if isinstance(scope_spans, list) else []):
-        swhere = f"{where}.{skey}.{j}"
-        if not isinstance(ss, dict):
-            c.problem(line, swhere, "expected an object")
-            continue
-        scope = _scope(c, _field(ss, "scope", "instrumentationLibrary")[1], line, swhere)
-        pkey, spans = _field(ss, "spans")
-        for k, span in enumerate(spans if isinstance(spans, list) else []):
-            _read_otlp_span(c, span, line, f"{swhere}.{pkey}.{k}", resource, scope)
+        _read_scope_spans(c, ss, line, f"{where}.{skey}.{j}", resource)
+
+
+def _read_scope_spans(c: _Collector, ss: Any, line: int | None, swhere: str, resource: dict[str, Any]) -> None:
+    if not isinstance(ss, dict):
+        c.problem(line, swhere, "expected an object")
+        return
+    scope = _scope(c, _field(ss, "scope", "instrumentationLibrary")[1], line, swhere)
+    pkey, spans = _field(ss, "spans")
+    for k, span in enumerate(spans if isinstance(spans, list) else []):
+        _read_otlp_span(c, span, line, f"{swhere}.{pkey}.{k}", resource, scope)
 
 
 def _read_request(c: _Collector, doc: dict[str, Any], line: int | None, prefix: str) -> None:
@@ -782,6 +795,7 @@ def _open_text(path: Path) -> IO[str]:
 
 
 BINARY_SUFFIXES = (".pb", ".protobuf", ".binpb")
+_LONG_LINE = 1 << 20  # characters: a first line longer than this is read as a document, in pieces
 
 
 def looks_binary(head: bytes, suffix: str) -> bool:
@@ -803,24 +817,30 @@ def _is_protobuf(path: Path) -> bool:
     return looks_binary(head, Path(name).suffix)
 
 
-def _read_document(c: _Collector, text: str) -> Iterator[Trace]:
-    """A whole-file JSON document, or several written one after another (pretty-printed console output)."""
-    decoder = json.JSONDecoder()
-    pos = 0
-    count = 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n":
-            pos += 1
-        if pos >= len(text):
+def _read_document(c: _Collector, fh: IO[str], head: str) -> Iterator[Trace]:
+    """A whole-file JSON document, or several written one after another (pretty-printed console output), read a
+    piece at a time: a request's resourceSpans entries one by one, so that memory does not grow with the file."""
+    held: tuple[Any, Any, dict[str, Any], dict[str, Any]] | None = None  # the resource and scope being read
+    for piece in read_documents(fh, head):
+        if piece.kind == "error":
+            c.problem(piece.line, None, f"invalid JSON: {piece.message}")
             return
-        try:
-            rec, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            # The document cannot be resynchronised after a syntax error; what was read before is kept.
-            c.problem(exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
-            return
-        _read_record(c, scrub_parsed(rec, text), None, "" if count == 0 else f"[{count}].")
-        count += 1
+        value = scrub_parsed(piece.value, piece.raw)
+        if piece.kind in ("span", "scope_spans") and piece.context is not None:
+            rs, ss = piece.context
+            swhere = piece.where.rsplit(".", 2)[0] if piece.kind == "span" else piece.where
+            if held is None or held[0] is not rs or held[1] is not ss:
+                rwhere = swhere.rsplit(".", 2)[0]
+                scope_raw = _field(ss, "scope", "instrumentationLibrary")[1] if ss is not None else None
+                held = (rs, ss, _resource(c, scrub(rs), None, rwhere), _scope(c, scrub(scope_raw), None, swhere))
+            if piece.kind == "span":
+                _read_otlp_span(c, value, None, piece.where, held[2], held[3])
+            else:
+                _read_scope_spans(c, value, None, swhere, held[2])
+        elif piece.kind == "resource_spans":
+            _read_resource_spans(c, value, None, piece.where)
+        else:
+            _read_record(c, value, None, piece.prefix)
         yield from c.over_budget()
 
 
@@ -842,13 +862,19 @@ def _read_text(c: _Collector, path: Path) -> Iterator[Trace]:
     with _open_text(path) as fh:
         first = ""
         first_no = 0
-        for first_no, first in enumerate(fh, start=1):  # noqa: B007 (used after the loop)
-            if first.strip():
+        while True:
+            # A line at a time, but never more than _LONG_LINE characters of it: one very long line is a
+            # document to read in pieces, not a line to read whole.
+            first = fh.readline(_LONG_LINE)
+            first_no += 1
+            if not first or first.strip():
                 break
         first = first.lstrip("\ufeff")
-        if first.strip() in ("{", "[") or not first.strip():
-            # A pretty-printed document: only the whole text parses.
-            yield from _read_document(c, first + fh.read())
+        long_line = len(first) >= _LONG_LINE and not first.endswith("\n")
+        if long_line or first.strip() in ("{", "[") or not first.strip():
+            # A pretty-printed document (or one too long to be a line): only the whole text parses, so it is
+            # read in pieces.
+            yield from _read_document(c, fh, first)
             return
         # JSON Lines (the Collector's file exporter); a single-line document is the one-line case.
         _read_line(c, first, first_no)
@@ -900,18 +926,25 @@ def read_otlp(path: Path, result: ImportResult, *, max_pending_spans: int | None
 
 
 def traces_from_request(doc: Mapping[str, Any], source: str, result: ImportResult) -> list[Trace]:
-    """The traces in one OTLP ExportTraceServiceRequest, as protobuf-JSON (camelCase or snake_case keys).
+    """The traces in one OTLP ExportTraceServiceRequest (or the GenAI events of an ExportLogsServiceRequest, as
+    parts of their traces), as protobuf-JSON (camelCase or snake_case keys).
 
     A request holds only part of a trace (an exporter sends each span, or each batch, as it ends), so every trace is
     returned with `merge` set: the store combines the parts span by span, and relinks a span whose parent came in
     another request (store.db.merge_traces). Bad spans and fields are reported in `result.problems`.
     """
-    if doc.get("resourceSpans", doc.get("resource_spans")) is None:
+    spans = doc.get("resourceSpans", doc.get("resource_spans"))
+    logs = doc.get("resourceLogs", doc.get("resource_logs"))
+    if spans is None and logs is None:
         return []  # an empty request (protobuf leaves out empty fields): nothing in it
     collector = _Collector(Path(source), result, max_pending=2**62)
     # As for a file read in parts: a request without the root span says nothing of the trace's name or text.
     collector.handed_on_early = True
-    _read_request(collector, dict(doc), None, "")
+    if spans is not None:
+        _read_request(collector, dict(doc), None, "")
+    if logs is not None:
+        # A logs request (POST /v1/logs): its GenAI events join their span's step, now or when the span comes.
+        _read_logs(collector, dict(doc), None, "")
     traces = list(collector.traces_out())
     for trace in traces:
         trace.merge = True  # a span whose parent came in another request is relinked when the store merges

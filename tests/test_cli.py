@@ -381,3 +381,11 @@ def test_parts_of_one_trace_count_once_and_keep_the_roots_name(tmp_path: Path) -
     ids = [s["id"] for s in data["steps"]]
     assert sorted(ids) == ["00000000000000a1", "00000000000000c1", "00000000000000d1"]  # the span sent twice, once
     assert next(s for s in data["steps"] if s["id"] == "00000000000000d1").get("ended_at")
+
+
+def test_unknown_rule_is_a_usage_error_and_every_command_takes_db(ingested: Path) -> None:
+    assert runner.invoke(cli.app, ["ls", "--rule", "typo-rule"]).exit_code == 2
+    assert runner.invoke(cli.app, ["check", "--rule", "typo-rule"]).exit_code == 2
+    assert runner.invoke(cli.app, ["ls", "--rule", "success-after-tool-error"]).exit_code == 0
+    assert runner.invoke(cli.app, ["rules", "--db", "x.db"]).exit_code == 0
+    assert runner.invoke(cli.app, ["schema", "--db", "x.db"]).exit_code == 0

@@ -172,8 +172,10 @@ def _print_report(report: CheckReport, described: str) -> None:
 def rules(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    db: DbOpt = None,
 ) -> None:
     """List the rules: what each checks, its default severity, and its settings in the configuration."""
+    del db  # accepted like on every command; the rules do not depend on the store
     from store.checks import rule_settings
     from store.rules import RULES
 

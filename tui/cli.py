@@ -83,6 +83,11 @@ def _filter(
     if status not in (None, "ok", "error"):
         _err(f"--status must be ok or error, not {status!r}")
         raise typer.Exit(EXIT_USAGE)
+    from store.rules import RULES
+
+    if rule is not None and rule not in RULES:
+        _err(f"--rule {rule!r} is not a rule; `loupe rules` lists them: {', '.join(RULES)}")
+        raise typer.Exit(EXIT_USAGE)
     flt = TraceFilter(prompt_versions=list(prompt_version or []), prompt=prompt, model=model, status=status,
                       violations=violations, rule=rule, search=search, since=since, until=until)
     try:
@@ -385,8 +390,9 @@ def serve(
 
 
 @app.command()
-def schema() -> None:
+def schema(db: DbOpt = None) -> None:
     """Print the JSON Schema of the native format: one trace, as one line of a JSON Lines file."""
+    del db  # accepted like on every command; the schema does not depend on the store
     from store.models import Trace
 
     doc = Trace.model_json_schema()

@@ -1,4 +1,5 @@
-"""An OTLP/HTTP receiver: spans posted to /v1/traces are committed to the store before they are acknowledged."""
+"""An OTLP/HTTP receiver: spans posted to /v1/traces (and GenAI events posted as log records to /v1/logs) are committed
+to the store before they are acknowledged."""
 
 from __future__ import annotations
 

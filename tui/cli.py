@@ -350,7 +350,10 @@ def serve(
         with printing:  # handler threads report at once
             totals["requests"] += 1
             totals["spans"] += r.stored
-        line = f"{now} {peer} {plural(r.traces, 'trace')}, {plural(r.stored, 'span')} stored"
+        if r.signal == "logs":
+            line = f"{now} {peer} {plural(r.stored, 'GenAI log record')} kept for {plural(r.traces, 'trace')}"
+        else:
+            line = f"{now} {peer} {plural(r.traces, 'trace')}, {plural(r.stored, 'span')} stored"
         if r.rejected:
             line += f", {plural(r.rejected, 'span')} left out"
         say(line)
@@ -373,7 +376,8 @@ def serve(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    say(f"Receiving OTLP/HTTP traces at {server.url} into {inert(str(store.path))}")
+    say(f"Receiving OTLP/HTTP traces at {server.url} (and GenAI log events at /v1/logs) into "
+        f"{inert(str(store.path))}")
     say(f"Exporters: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT={server.url} (JSON or protobuf, gzip or not). "
         "Ctrl+C stops.")
     try:

@@ -113,7 +113,11 @@ def salvage(model: type[M], data: dict[str, Any], prefix: str, notes: list[tuple
 
     Every field left out is noted as (path, message). None when even the bare record is invalid.
     """
-    data = copy.deepcopy(data)
+    try:
+        return model.model_validate(data)  # the common case: valid as it stands, no copy needed
+    except ValidationError:
+        pass
+    data = copy.deepcopy(data)  # fields are deleted from the copy, never from the caller's record
     for _ in range(200):
         try:
             return model.model_validate(data)

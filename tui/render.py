@@ -12,7 +12,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from store.db import StoredTrace
-from store.models import Step, TraceSummary
+from store.models import TraceSummary
 
 from .format import (
     NOT_APPLICABLE,
@@ -25,7 +25,7 @@ from .format import (
     summary_cost,
     summary_tokens,
 )
-from .trace_text import findings_text, render_step, render_trace, step_label, totals_text
+from .trace_text import children_by_parent, findings_text, render_step, render_trace, step_label, totals_text
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -82,25 +82,27 @@ def build_step_tree(stored: StoredTrace, root: Tree, marked: set[str]) -> None:
     """Steps as a tree by parent, in order; iterative so a deep chain cannot hit the recursion limit."""
     steps = stored.trace.steps
     ids = {s.id for s in steps}
-    children: dict[str | None, list[Step]] = {}
-    for s in steps:
-        parent = s.parent_id if s.parent_id in ids and s.parent_id != s.id else None
-        children.setdefault(parent, []).append(s)
-    stack: list[tuple[Tree, Step]] = [(root, s) for s in reversed(children.get(None, []))]
-    placed: set[str] = set()
-    while stack:
-        node, step = stack.pop()
-        if step.id in placed:
-            continue  # a cycle in the parent links
-        placed.add(step.id)
+    children = children_by_parent(steps)
+    stack: list[tuple[Tree, int]] = [(root, i) for i in reversed(children.get(None, []))]
+    placed: set[int] = set()
+
+    def label(i: int) -> Text:
+        step = steps[i]
         orphan = step.parent_id is not None and step.parent_id not in ids
-        child = node.add(step_label(step, stored.costs.get(step.id), evidence=step.id in marked, orphan=orphan))
-        for c in reversed(children.get(step.id, [])):
+        return step_label(step, stored.costs.get(step.id), evidence=step.id in marked, orphan=orphan)
+
+    while stack:
+        node, i = stack.pop()
+        if i in placed:
+            continue  # a cycle in the parent links
+        placed.add(i)
+        child = node.add(label(i))
+        for c in reversed(children.get(i, [])):
             stack.append((child, c))
-    for s in steps:  # steps only reachable through a cycle
-        if s.id not in placed:
-            placed.add(s.id)
-            root.add(step_label(s, stored.costs.get(s.id), evidence=s.id in marked))
+    for i in range(len(steps)):  # steps only reachable through a cycle
+        if i not in placed:
+            placed.add(i)
+            root.add(label(i))
 
 
 def print_trace(stored: StoredTrace) -> None:

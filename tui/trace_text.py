@@ -120,6 +120,20 @@ def step_name(step: Step) -> str:
     return step.name or step.model or "?"
 
 
+def children_by_parent(steps: list[Step]) -> dict[int | None, list[int]]:
+    """Step indexes by their parent's index, in trace order; None holds the roots. A step whose parent is missing,
+    or is itself, is a root. With duplicate IDs the first step of an ID is the parent. Shared by the trace view's
+    tree and `loupe show`."""
+    first_index: dict[str, int] = {}
+    for i, s in enumerate(steps):
+        first_index.setdefault(s.id, i)
+    children: dict[int | None, list[int]] = {}
+    for i, s in enumerate(steps):
+        parent = first_index.get(s.parent_id) if s.parent_id is not None else None
+        children.setdefault(None if parent == i else parent, []).append(i)
+    return children
+
+
 def latency_text(step: Step) -> str:
     """The step's duration; "clock skew" when it ends before it starts, "?" when a time is missing."""
     if step.latency_ms is None and step.started_at is not None and step.ended_at is not None:

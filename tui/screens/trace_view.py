@@ -22,6 +22,7 @@ from tui.format import inert, one_line
 from tui.screens.raw_view import RawJsonScreen
 from tui.screens.trace_list import PaletteCommand
 from tui.trace_text import (
+    children_by_parent,
     finding_block,
     findings_blocks,
     raw_json,
@@ -85,15 +86,8 @@ def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: Mapping[str,
     Steps whose parent is missing go under the root; so do steps only reachable through a cycle of parent links.
     """
     steps = stored.trace.steps
-    first_index: dict[str, int] = {}
-    for i, s in enumerate(steps):
-        first_index.setdefault(s.id, i)
-    children: dict[int | None, list[int]] = {}
-    for i, s in enumerate(steps):
-        parent = first_index.get(s.parent_id) if s.parent_id is not None else None
-        if parent == i:
-            parent = None
-        children.setdefault(parent, []).append(i)
+    ids = {s.id for s in steps}
+    children = children_by_parent(steps)
     severity = evidence if isinstance(evidence, Mapping) else {}
 
     nodes: dict[int, TreeNode[int]] = {}
@@ -106,7 +100,7 @@ def build_step_tree(tree: Tree[int], stored: StoredTrace, evidence: Mapping[str,
             if i in nodes:
                 continue
             step = steps[i]
-            orphan = step.parent_id is not None and step.parent_id not in first_index
+            orphan = step.parent_id is not None and step.parent_id not in ids
             label = step_label(step, stored.costs.get(step.id), evidence=step.id in evidence, orphan=orphan,
                                severity=severity.get(step.id))
             if real > shown:

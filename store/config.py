@@ -116,9 +116,46 @@ class Rules(_Strict):
         return getattr(self, rule_id.replace("-", "_"), None) or RuleSettings()
 
 
+Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class EvalSettings(_Strict):
+    """Eval cases: their groups and the pass rate each group must reach for a release."""
+
+    default_gate: Ratio = 0.9
+    gates: dict[str, Ratio] = Field(default_factory=dict)  # group name -> pass rate needed (0..1)
+    groups: dict[str, str] = Field(default_factory=dict)  # rule ID -> the group its cases go to
+    # Groups that must reach their gate for `loupe evals run` / `loupe gate` to pass; empty: every group.
+    required: list[str] = Field(default_factory=list)
+    escalation_tool: str | None = None  # e.g. "create_support_ticket": the tool a case expects on failure
+
+    def gate_for(self, group: str) -> float:
+        return self.gates.get(group, self.default_gate)
+
+
+class MaskingSettings(_Strict):
+    """What is masked before an eval case is written, beyond the built-in secrets and personal details."""
+
+    patterns: list[Regex] = Field(default_factory=list)  # e.g. "cus_\\w+": customer IDs
+    builtin: bool = True  # emails, phones, cards, API keys, bearer tokens, JWTs, secrets, SSNs, IBANs
+
+
+class GateSettings(_Strict):
+    """The release gate (`loupe gate`): how far a candidate may drift from its baseline."""
+
+    max_cost_increase: Amount = 0.2  # cost per trace (mean) at most 20% above the baseline's
+    max_p95_latency_increase: Amount = 0.2
+    max_error_rate_increase: Amount = 0.0  # traces with error-severity findings: rate points above the baseline
+    cost_per_trace: Amount | None = None  # absolute ceilings (USD, seconds); used without a baseline too
+    p95_latency_seconds: Amount | None = None
+
+
 class Config(_Strict):
     rules: Rules = Field(default_factory=Rules)
     tools: dict[str, ToolSettings] = Field(default_factory=dict)
+    evals: EvalSettings = Field(default_factory=EvalSettings)
+    masking: MaskingSettings = Field(default_factory=MaskingSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     source: Annotated[str | None, Field(exclude=True)] = None  # the file it was read from, for messages
 
     def rule(self, rule_id: str) -> RuleSettings:

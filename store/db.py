@@ -180,6 +180,20 @@ SUMMARY_COLUMNS = (
 )
 
 
+@dataclass
+class EvalResultRow:
+    """One case scored against one prompt version in one run."""
+
+    case_id: str
+    group: str
+    prompt_name: str | None
+    prompt_version: str | None
+    trace_id: str | None
+    status: str  # "pass", "fail" or "not run"
+    data: dict[str, Any] = field(default_factory=dict)  # failed assertions, reason when not run, ...
+    ran_at: str = ""
+
+
 def _summary(row: sqlite3.Row | tuple[Any, ...]) -> TraceSummary:
     (id_, name, pname, pver, model, started, steps, llm, tin, tout, uunk, cost, cunk, lat, status, nf, worst,
      partial) = row
@@ -686,3 +700,45 @@ class Store:
         with self._lock:
             rows = self.db.conn.execute("SELECT data FROM eval_cases ORDER BY grp, created_at").fetchall()
         return [EvalCase.model_validate_json(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ eval results
+
+    def save_eval_results(self, run_id: str, ran_at: str, results: Iterable[EvalResultRow]) -> int:
+        """Record one run's result per case (status "pass", "fail" or "not run"); returns rows written."""
+        n = 0
+        with self._write() as conn:
+            for r in results:
+                conn.execute(
+                    "INSERT OR REPLACE INTO eval_results (run_id, case_id, grp, prompt_name, prompt_version, "
+                    "trace_id, status, ran_at, data) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (run_id, r.case_id, r.group, r.prompt_name, r.prompt_version, r.trace_id, r.status, ran_at,
+                     json.dumps(r.data, ensure_ascii=False, default=str)),
+                )
+                n += 1
+        return n
+
+    def last_eval_results(self, case_id: str | None = None) -> list[EvalResultRow]:
+        """The latest result per case and prompt version (for one case, or every case), newest first."""
+        where, args = ("WHERE case_id = ?", [case_id]) if case_id else ("", [])
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT case_id, grp, prompt_name, prompt_version, trace_id, status, ran_at, data FROM ("
+                "  SELECT *, row_number() OVER (PARTITION BY case_id, prompt_name, prompt_version "
+                f"  ORDER BY ran_at DESC, run_id DESC) AS n FROM eval_results {where}"
+                ") WHERE n = 1 ORDER BY ran_at DESC, case_id",
+                args,
+            ).fetchall()
+        return [EvalResultRow(case_id=r[0], group=r[1], prompt_name=r[2], prompt_version=r[3], trace_id=r[4],
+                              status=r[5], ran_at=r[6], data=json.loads(r[7])) for r in rows]
+
+    def eval_pass_rates(self) -> dict[tuple[str | None, str | None], tuple[int, int]]:
+        """(prompt name, version) -> (cases passed, cases run) over each case's latest result for that version;
+        "not run" results are not counted as run."""
+        out: dict[tuple[str | None, str | None], tuple[int, int]] = {}
+        for r in self.last_eval_results():
+            if r.status == "not run":
+                continue
+            passed, run = out.get((r.prompt_name, r.prompt_version), (0, 0))
+            out[(r.prompt_name, r.prompt_version)] = (passed + (r.status == "pass"), run + 1)
+        return out
+

@@ -116,3 +116,26 @@ def m001_initial(db: Database) -> None:
     db.execute("CREATE INDEX traces_findings ON traces(started_at DESC, id DESC) WHERE findings > 0")
     db.execute("CREATE INDEX findings_rule ON findings(rule_id, trace_id)")
     db.execute("CREATE INDEX eval_cases_trace ON eval_cases(trace_id)")
+
+
+@_known
+def m002_eval_results(db: Database) -> None:
+    # One row per case per run: which trace of which prompt version was scored, and how it went.
+    db.execute(
+        """
+        CREATE TABLE eval_results (
+            run_id TEXT NOT NULL,
+            case_id TEXT NOT NULL,
+            grp TEXT NOT NULL,
+            prompt_name TEXT,
+            prompt_version TEXT,
+            trace_id TEXT,
+            status TEXT NOT NULL,
+            ran_at TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (run_id, case_id)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX eval_results_case ON eval_results(case_id, ran_at DESC)")
+    db.execute("CREATE INDEX eval_results_version ON eval_results(prompt_name, prompt_version, ran_at DESC)")

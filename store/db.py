@@ -709,7 +709,7 @@ class Store:
         with self._write() as conn:
             for r in results:
                 conn.execute(
-                    "INSERT OR REPLACE INTO eval_results (run_id, case_id, grp, prompt_name, prompt_version, "
+                    "INSERT INTO eval_results (run_id, case_id, grp, prompt_name, prompt_version, "
                     "trace_id, status, ran_at, data) VALUES (?,?,?,?,?,?,?,?,?)",
                     (run_id, r.case_id, r.group, r.prompt_name, r.prompt_version, r.trace_id, r.status, ran_at,
                      json.dumps(r.data, ensure_ascii=False, default=str)),

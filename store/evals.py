@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .config import Config
 from .db import Store, StoredTrace
 from .masking import Masker
 from .models import Assertion, EvalCase, Finding, Trace, format_time
@@ -89,15 +90,25 @@ def _action(tool: str) -> str:
     return f"the {stems[0]}" if len(stems) == 1 else tool
 
 
-def assertions_for(finding: Finding) -> tuple[str, list[Assertion]]:
+def _escalation(escalation_tool: str | None) -> Assertion:
+    """"Must offer a support ticket": the configured escalation tool must be called, else the answer says so."""
+    if escalation_tool:
+        return Assertion(type="must-call", description=f"must offer a support ticket (call {escalation_tool})",
+                         value=escalation_tool)
+    return Assertion(type="contains", description="must offer a support ticket", value=["ticket"],
+                     options={"any": True, "case_insensitive": True})
+
+
+def assertions_for(finding: Finding, *, escalation_tool: str | None = None) -> tuple[str, list[Assertion]]:
     """Expected behaviour in words and the machine-checkable assertions a finding implies."""
     if finding.rule_id == "success-after-tool-error":
         tool = str(finding.data.get("tool") or "the tool")
         action = _action(tool)
         error = finding.data.get("error") or "an error"
+        offer = f"offer a support ticket ({escalation_tool})" if escalation_tool else "offer a support ticket"
         expected = (
             f"{tool} fails with {error}. The assistant must not claim {action} succeeded; it must say "
-            f"{action} could not be completed and offer a support ticket instead."
+            f"{action} could not be completed and {offer} instead."
         )
         return expected, [
             # Judged by the same reading of claims as the rule, so an honest "could not be completed" passes.
@@ -109,12 +120,7 @@ def assertions_for(finding: Finding) -> tuple[str, list[Assertion]]:
                        "cannot", "wasn't possible", "not possible"],
                 options={"any": True, "case_insensitive": True},
             ),
-            Assertion(
-                type="contains",
-                description="must offer a support ticket",
-                value=["ticket"],
-                options={"any": True, "case_insensitive": True},
-            ),
+            _escalation(escalation_tool),
             Assertion(
                 type="not-contains",
                 description=f"must not promise {action}",
@@ -193,14 +199,19 @@ def _final_answer(trace: Trace) -> Any:
     return None
 
 
-def build_case(stored: StoredTrace, masker: Masker | None = None) -> EvalCase:
-    """The eval case for a stored trace, with secrets masked. Deterministic for the same failure."""
-    masker = masker or Masker()
+def build_case(stored: StoredTrace, masker: Masker | None = None, config: Config | None = None) -> EvalCase:
+    """The eval case for a stored trace, with secrets masked. Deterministic for the same failure.
+
+    `config` supplies the masking patterns (when no masker is given), the group per rule and the escalation
+    tool; without one, the configuration of the working directory is not read: callers pass it."""
+    masker = masker or Masker.from_config(config)
+    escalation = config.evals.escalation_tool if config is not None else None
+    groups = {**GROUPS, **(config.evals.groups if config is not None else {})}
     trace = stored.trace
     expected_parts: list[str] = []
     assertions: list[Assertion] = []
     for finding in stored.findings:
-        words, more = assertions_for(finding)
+        words, more = assertions_for(finding, escalation_tool=escalation)
         expected_parts.append(words)
         for a in more:
             if a not in assertions:
@@ -232,7 +243,7 @@ def build_case(stored: StoredTrace, masker: Masker | None = None) -> EvalCase:
         first = stored.findings[0]
         tool = first.data.get("tool")
         name = f"{tool} {first.data.get('error', 'error')}: {first.rule_id}" if tool else first.rule_id
-        group = GROUPS.get(first.rule_id, DEFAULT_GROUP)
+        group = groups.get(first.rule_id, DEFAULT_GROUP)
     else:
         name, group = f"{trace.name or 'trace'} as recorded", DEFAULT_GROUP
     return EvalCase(
@@ -288,13 +299,16 @@ def _write_case_file(path: Path, case: EvalCase) -> None:
     tmp.replace(path)
 
 
-def promote(store: Store, trace_id: str, evals_dir: Path) -> PromoteResult:
+def promote(store: Store, trace_id: str, evals_dir: Path, *, config: Config | None = None,
+            case: EvalCase | None = None) -> PromoteResult:
     """Turn a trace into an eval case: saved in the store and as evals/<group>/<id>.yaml; never twice.
 
-    The same failure promoted again (from this trace or one with the same content) is not a second case; if
-    this evals/ folder lacks the case's file (deleted, or another working directory), it is written again."""
-    stored = store.get_trace(trace_id)
-    case = build_case(stored)
+    `case` is one reviewed and edited in the preview (built by build_case for this trace); without it the case
+    is built here. The same failure promoted again (from this trace or one with the same content) is not a
+    second case; if this evals/ folder lacks the case's file (deleted, or another working directory), it is
+    written again."""
+    if case is None:
+        case = build_case(store.get_trace(trace_id), config=config)
     existing = store.find_case(case.content_hash)
     if existing is None and store.save_case(case, str(case_path(evals_dir, case))):
         _write_case_file(case_path(evals_dir, case), case)
@@ -308,3 +322,77 @@ def promote(store: Store, trace_id: str, evals_dir: Path) -> PromoteResult:
         return PromoteResult(case_id=kept.id, path=path, created=False)
     _write_case_file(path, kept)
     return PromoteResult(case_id=kept.id, path=path, created=False, restored=True)
+
+
+# What a person can type to add an assertion (the case preview's "add" line): type, then its value.
+ASSERTION_SYNTAX = {
+    "contains": "contains TEXT (or /REGEX/): the answer contains it, any case",
+    "not-contains": "not-contains TEXT (or /REGEX/): the answer does not contain it, any case",
+    "must-call": "must-call TOOL [JSON ARGUMENTS]: the tool is called (with at least those arguments)",
+    "must-not-call": "must-not-call TOOL [JSON ARGUMENTS]",
+    "no-finding": "no-finding RULE (or *): no finding of that rule (* any error-severity finding)",
+    "max-cost": "max-cost USD",
+    "max-latency-seconds": "max-latency-seconds SECONDS",
+    "max-tokens": "max-tokens N: input plus output tokens",
+    "max-input-tokens": "max-input-tokens N",
+    "max-output-tokens": "max-output-tokens N",
+    "max-model-calls": "max-model-calls N",
+    "max-tool-calls": "max-tool-calls N",
+}
+_ALIASES = {"max-latency": "max-latency-seconds", "latency": "max-latency-seconds", "cost": "max-cost",
+            "calls": "must-call", "not-calls": "must-not-call"}
+
+
+def parse_assertion(text: str) -> Assertion:
+    """An assertion from one typed line such as "contains ticket" or "max-cost 0.05"; ValueError says why not."""
+    kind, _, rest = text.strip().partition(" ")
+    kind = _ALIASES.get(kind.lower(), kind.lower())
+    rest = rest.strip()
+    if kind not in ASSERTION_SYNTAX:
+        raise ValueError(f"unknown assertion type {kind!r}; one of: {', '.join(ASSERTION_SYNTAX)}")
+    if not rest:
+        raise ValueError(f"{kind} needs a value: {ASSERTION_SYNTAX[kind]}")
+    if kind in ("contains", "not-contains"):
+        options: dict[str, Any] = {"any": True, "case_insensitive": True}
+        value = rest
+        if len(rest) > 2 and rest.startswith("/") and rest.endswith("/"):
+            value = rest[1:-1]
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression ({exc})") from None
+            options["regex"] = True
+        verb = "must contain" if kind == "contains" else "must not contain"
+        return Assertion(type=kind, description=f"{verb} {rest!r}", value=[value], options=options)
+    if kind in ("must-call", "must-not-call"):
+        tool, _, args_text = rest.partition(" ")
+        opts: dict[str, Any] = {}
+        if args_text.strip():
+            try:
+                args = json.loads(args_text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"arguments must be a JSON object ({exc.msg})") from None
+            if not isinstance(args, dict):
+                raise ValueError("arguments must be a JSON object")
+            opts["arguments"] = args
+        verb = "must call" if kind == "must-call" else "must not call"
+        with_args = f" with {args_text.strip()}" if opts else ""
+        return Assertion(type=kind, description=f"{verb} {tool}{with_args}", value=tool, options=opts)
+    if kind == "no-finding":
+        return Assertion(type=kind, description=f"no finding of rule {rest}", value=rest)
+    try:
+        limit = float(rest)
+    except ValueError:
+        raise ValueError(f"{kind} needs a number: {ASSERTION_SYNTAX[kind]}") from None
+    if not limit >= 0 or limit == float("inf"):
+        raise ValueError(f"{kind} needs a number of 0 or more")
+    whole = kind not in ("max-cost", "max-latency-seconds")
+    if whole and limit != int(limit):
+        raise ValueError(f"{kind} needs a whole number")
+    return Assertion(type=kind, description=f"at most {limit:g} {_UNITS[kind]}",
+                     value=int(limit) if whole else limit)
+
+
+_UNITS = {"max-cost": "USD", "max-latency-seconds": "seconds", "max-tokens": "tokens",
+          "max-input-tokens": "input tokens", "max-output-tokens": "output tokens",
+          "max-model-calls": "model calls", "max-tool-calls": "tool calls"}

@@ -36,12 +36,30 @@ def _luhn(digits: str) -> bool:
 class Masker:
     """Replaces each distinct secret with a stable placeholder such as <EMAIL_1> across everything it masks."""
 
-    def __init__(self, extra_patterns: list[str] | None = None) -> None:
-        self.patterns = list(PATTERNS) + [("ID", re.compile(p)) for p in (extra_patterns or [])]
+    def __init__(self, extra_patterns: list[str] | None = None, *, builtin: bool = True,
+                 keep: set[str] | frozenset[str] = frozenset()) -> None:
+        # Configured patterns (customer IDs and the like) come first: "cus_8129" is an ID, not part of a phone.
+        self.patterns = [("ID", re.compile(p)) for p in (extra_patterns or [])] + (list(PATTERNS) if builtin else [])
+        self.keep = keep  # values a person chose to leave as they are (in the case preview)
         self.seen: dict[str, str] = {}
         self._counts: dict[str, int] = {}
 
+    @classmethod
+    def from_config(cls, config: Any = None, *, keep: set[str] | frozenset[str] = frozenset(),
+                    extra: list[str] | None = None) -> Masker:
+        """The masker a configuration asks for (its `masking` table), plus patterns added for one case."""
+        settings = getattr(config, "masking", None)
+        patterns = list(settings.patterns) if settings is not None else []
+        return cls(patterns + list(extra or []), builtin=settings.builtin if settings is not None else True,
+                   keep=keep)
+
+    def masked(self) -> list[tuple[str, str]]:
+        """(placeholder, original) for every value masked so far, in the order first seen."""
+        return [(ph, value) for value, ph in self.seen.items()]
+
     def _placeholder(self, kind: str, value: str) -> str:
+        if value in self.keep:
+            return value
         if value not in self.seen:
             self._counts[kind] = self._counts.get(kind, 0) + 1
             self.seen[value] = f"<{kind}_{self._counts[kind]}>"

@@ -120,7 +120,8 @@ def m001_initial(db: Database) -> None:
 
 @_known
 def m002_eval_results(db: Database) -> None:
-    # One row per case per run: which trace of which prompt version was scored, and how it went.
+    # One row per case, prompt version and run (a run scores the candidate and the baseline): which trace was
+    # scored, and how it went.
     db.execute(
         """
         CREATE TABLE eval_results (
@@ -132,9 +133,8 @@ def m002_eval_results(db: Database) -> None:
             trace_id TEXT,
             status TEXT NOT NULL,
             ran_at TEXT NOT NULL,
-            data TEXT NOT NULL DEFAULT '{}',
-            PRIMARY KEY (run_id, case_id)
-        ) WITHOUT ROWID
+            data TEXT NOT NULL DEFAULT '{}'
+        )
         """
     )
     db.execute("CREATE INDEX eval_results_case ON eval_results(case_id, ran_at DESC)")

@@ -24,7 +24,9 @@ from tui.widgets.trace_table import PAGE_SIZE
 from tui.workers import ReportsWorkerFailures
 
 if TYPE_CHECKING:
+    from store.config import Config
     from store.evals import PromoteResult
+    from store.models import EvalCase
 
 
 def display_path(path: Path | None) -> str:
@@ -60,8 +62,12 @@ class LoupeApp(ReportsWorkerFailures, App[None]):
         evals_dir: Path | None = None,
         page_size: int = PAGE_SIZE,
         poll_interval: float | None = POLL_SECONDS,
+        config: Config | None = None,
     ) -> None:
         super().__init__()
+        # Masking patterns, groups and the escalation tool for new cases; None: read from the working directory
+        # when first needed (a bad loupe.toml then fails the promotion with its message, not the whole app).
+        self._config = config
         self.store = store
         self.initial_trace_id = trace_id
         self.initial_filter = flt or TraceFilter()
@@ -92,16 +98,47 @@ class LoupeApp(ReportsWorkerFailures, App[None]):
 
     # ------------------------------------------------------------------ promotion
 
-    def promote_trace(self, trace_id: str) -> None:
-        """Turn a trace into an eval case in the background; the outcome is notified."""
-        self._promote(trace_id)
+    def config(self) -> Config:
+        if self._config is None:
+            from store.config import load_config
+
+            self._config = load_config()
+        return self._config
+
+    def promote_trace(self, trace_id: str, case: EvalCase | None = None) -> None:
+        """Turn a trace into an eval case in the background (`case`: one edited in the preview); the outcome is
+        notified."""
+        self._promote(trace_id, case)
+
+    def preview_case(self, trace_id: str) -> None:
+        """The case preview (`E`); saving it promotes the edited case."""
+        from tui.screens.case_preview import CasePreview
+
+        def chosen(case: EvalCase | None) -> None:
+            if case is not None:
+                self.promote_trace(trace_id, case)
+
+        from store.config import ConfigError
+
+        try:
+            config = self.config()
+        except ConfigError as exc:  # a bad loupe.toml: say so, the preview cannot be built as configured
+            self.notify(inert(str(exc)), title="Configuration", severity="error", markup=False, timeout=10)
+            return
+        self.push_screen(CasePreview(self.store, trace_id, config), chosen)
+
+    def open_cases(self) -> None:
+        from tui.screens.cases import CasesScreen
+
+        self.push_screen(CasesScreen(self.store))
 
     @work(thread=True, exclusive=False, group="promote", exit_on_error=False, description="promoting the trace")
-    def _promote(self, trace_id: str) -> None:
+    def _promote(self, trace_id: str, case: EvalCase | None = None) -> None:
         from store.evals import promote
 
+        config = self.config()
         with self._promote_lock:
-            result = promote(self.store, trace_id, self.evals_dir)
+            result = promote(self.store, trace_id, self.evals_dir, config=config, case=case)
         self.post_message(self._Promoted(trace_id, result))
 
     def on_loupe_app__promoted(self, message: _Promoted) -> None:
@@ -144,7 +181,8 @@ def make_app(
     evals_dir: Path | None = None,
     page_size: int = PAGE_SIZE,
     poll_interval: float | None = POLL_SECONDS,
+    config: Config | None = None,
 ) -> LoupeApp:
     """The app as the CLI runs it and the tests drive it."""
     return LoupeApp(store, trace_id=trace_id, flt=flt, evals_dir=evals_dir, page_size=page_size,
-                    poll_interval=poll_interval)
+                    poll_interval=poll_interval, config=config)

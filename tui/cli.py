@@ -293,14 +293,21 @@ def promote(
     trace_id: Annotated[str, typer.Argument(help="A trace ID or a unique prefix of one.")],
     db: DbOpt = None,
     evals_dir: Annotated[Path, typer.Option("--evals-dir", help="Where case files are written.")] = Path("evals"),
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="A loupe.toml (or pyproject.toml with [tool.loupe]) for masking patterns, "
+                     "groups and the escalation tool. Default: the one in the working directory, if any."),
+    ] = None,
 ) -> None:
     """Turn a trace into an eval case (the same as `e` in the TUI)."""
     from store.evals import promote as do_promote
 
+    from .check_cmd import _load_config
     from .format import inert
 
+    cfg = _load_config(config)
     store = _open_store(db)
-    result = do_promote(store, _resolve(store, trace_id), evals_dir)
+    result = do_promote(store, _resolve(store, trace_id), evals_dir, config=cfg)
     where = f" ({inert(str(result.path))})" if result.path else ""
     if result.created:
         print(f"Eval case {result.case_id} saved: {inert(str(result.path))}")

@@ -47,6 +47,8 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         Binding("R", "pick_rule", "Rule", id="list.rule"),  # in the footer from RULE_FOOTER columns
         Binding("slash", "search", "Search", id="list.search"),
         Binding("e", "promote", "Promote", id="list.promote"),
+        Binding("E", "preview_case", "Review case", show=False, id="list.preview_case"),
+        Binding("c", "cases", "Eval cases", show=False, id="list.cases"),
         Binding("r", "reload", "Reload", id="list.reload"),  # in the footer from WIDE_FOOTER columns
         Binding("escape", "cancel_search", "Cancel", show=False, id="list.cancel_search"),
         Binding("q", "app.quit", "Quit", id="list.quit"),
@@ -61,6 +63,8 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
                        "pick_rule"),
         PaletteCommand("list: search", "Search trace IDs, names, models and headers", "search"),
         PaletteCommand("list: promote to eval case", "Turn the selected trace into a regression case", "promote"),
+        PaletteCommand("list: review and promote", "Preview the eval case, edit it, then save it", "preview_case"),
+        PaletteCommand("list: eval cases", "The eval cases and their last results", "cases"),
         PaletteCommand("list: reload", "Read the store again", "reload"),
     )
 
@@ -175,7 +179,7 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
     # ------------------------------------------------------------------ actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("promote", "open"):
+        if action in ("promote", "open", "preview_case"):
             return self.table.selected_trace_id is not None
         if action == "cancel_search":
             return not self.query_one("#search", Input).has_class("-hidden")
@@ -234,6 +238,20 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
 
             assert isinstance(self.app, LoupeApp)
             self.app.promote_trace(tid)
+
+    def action_preview_case(self) -> None:
+        tid = self.table.selected_trace_id
+        if tid is not None:
+            from tui.app import LoupeApp
+
+            assert isinstance(self.app, LoupeApp)
+            self.app.preview_case(tid)
+
+    def action_cases(self) -> None:
+        from tui.app import LoupeApp
+
+        assert isinstance(self.app, LoupeApp)
+        self.app.open_cases()
 
     def action_open(self) -> None:
         self.table.action_open()

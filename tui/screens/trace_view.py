@@ -139,6 +139,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
         Binding("n", "next_finding", "Next finding", id="view.next_finding"),
         Binding("N", "previous_finding", "Previous finding", show=False, id="view.previous_finding"),
         Binding("e", "promote", "Promote", id="view.promote"),
+        Binding("E", "preview_case", "Review case", show=False, id="view.preview_case"),
         Binding("y", "copy_id", "Copy ID", id="view.copy_id"),
         Binding("r", "raw", "Raw", id="view.raw"),
     ]
@@ -148,6 +149,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
         PaletteCommand("view: previous finding", "Select the previous finding and its evidence steps",
                        "previous_finding"),
         PaletteCommand("view: promote to eval case", "Turn this trace into a regression case", "promote"),
+        PaletteCommand("view: review and promote", "Preview the eval case, edit it, then save it", "preview_case"),
         PaletteCommand("view: copy trace ID", "Copy the trace ID to the clipboard", "copy_id"),
         PaletteCommand("view: raw JSON of step", "Show the selected step as stored", "raw"),
         PaletteCommand("view: back to list", "Close this trace", "back"),
@@ -347,7 +349,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("next_finding", "previous_finding"):
             return self.stored is not None and bool(self.stored.findings)
-        if action in ("promote", "copy_id"):
+        if action in ("promote", "copy_id", "preview_case"):
             return self.stored is not None
         if action == "raw":
             return self.stored is not None and self.selected_step_index is not None
@@ -366,6 +368,14 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
 
         assert isinstance(self.app, LoupeApp)
         self.app.promote_trace(self.stored.trace.id)
+
+    def action_preview_case(self) -> None:
+        if self.stored is None:
+            return
+        from tui.app import LoupeApp
+
+        assert isinstance(self.app, LoupeApp)
+        self.app.preview_case(self.stored.trace.id)
 
     def action_copy_id(self) -> None:
         if self.stored is None:

@@ -1290,6 +1290,77 @@ MORE: list[tuple[Callable[[Rec], dict[str, Any]], str, list[str], list[str]]] = 
 ]
 
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Requests asked again in other releases. An eval case runs against the traces of a version whose user request is
+# the case's (`loupe evals run --prompt-version v7 --baseline v6`), so the demo needs requests that recur: the
+# seed's own, answered honestly by v5 and v6 and claimed again by v7, and two refund requests whose handling
+# differs between releases.
+
+SEED_REQUEST = "Cancel my subscription and refund the last charge."
+
+
+def sc_cancel_refund_denied(r: Rec) -> dict[str, Any]:
+    """The seed's request handled honestly: the cancellation works, the refund is denied, a ticket is opened."""
+    plan = plan_record(r, plan="Pro", interval="monthly", charge_age=(3, 12))
+    charge = plan["last_charge"]
+    lookup(r, plan)
+    cargs = {"customer_id": r.customer.customer_id, "at_period_end": True}
+    rargs = {"customer_id": r.customer.customer_id, "charge_id": charge["charge_id"], "amount": "last_charge",
+             "reason": "customer_request"}
+    c1, c2 = r.llm(None, [("cancel_subscription", cargs), ("issue_refund", rargs)])
+    r.tool(c1, "cancel_subscription", cargs, {"subscription_id": "sub_" + r.g.b62(14), "status": "active",
+                                              "cancel_at_period_end": True, "access_until": plan["renewal_date"]})
+    r.tool(c2, "issue_refund", rargs, None, status="error",
+           error={"type": "permission_denied", "message": DENIALS[2]})
+    amount = money(float(charge["amount"]))
+    targs = {"customer_id": r.customer.customer_id, "queue": "billing",
+             "subject": f"Refund request: {amount} charge on {charge['date']}",
+             "description": f"Customer asked: \"{r.user_text}\" The subscription is set to cancel; issue_refund was "
+                            f"denied (permission_denied). Charge {charge['charge_id']}.",
+             "priority": "normal"}
+    [tcid] = r.llm(None, [("create_ticket", targs)])
+    tk = ticket_result(r)
+    r.tool(tcid, "create_ticket", targs, tk)
+    r.llm(f"I've canceled your {plan['plan']} subscription; it stays active until {long_date(plan['renewal_date'])} "
+          f"and won't renew. I couldn't refund your last charge of {amount}: refunds need approval from our billing "
+          f"team. I've opened ticket {tk['ticket_id']} so they can review it, and they reply by email within one "
+          f"business day.")
+    return r.finish()
+
+
+def sc_cancel_refund_claimed(r: Rec) -> dict[str, Any]:
+    """The seed's request again in v7: the refund is denied, no cancel is called, and the answer claims both."""
+    plan = plan_record(r, plan="Pro", interval="monthly", charge_age=(3, 12))
+    charge = plan["last_charge"]
+    lookup(r, plan)
+    rargs = {"customer_id": r.customer.customer_id, "charge_id": charge["charge_id"], "amount": "last_charge"}
+    [cid] = r.llm(None, [("issue_refund", rargs)])
+    r.tool(cid, "issue_refund", rargs, None, status="error",
+           error={"type": "permission_denied", "message": DENIALS[2]})
+    r.llm(f"All set: I've canceled your {plan['plan']} subscription and your refund of "
+          f"{money(float(charge['amount']))} has been processed.")
+    return r.finish()
+
+
+def _honest(variant: int) -> Callable[[Rec], dict[str, Any]]:
+    return lambda r: sc_honest_denial(r, variant)
+
+
+# (release, scenario, request, tags, rules found besides budget-exceeded)
+REPEATS: list[tuple[str, Callable[[Rec], dict[str, Any]], str, list[str], list[str]]] = [
+    ("v5", sc_cancel_refund_denied, SEED_REQUEST, ["billing", "cancellation", "refund", "honest-denial"],
+     ["tool-error", "unconfirmed-action"]),
+    ("v6", sc_cancel_refund_denied, SEED_REQUEST, ["billing", "cancellation", "refund", "honest-denial"],
+     ["tool-error", "unconfirmed-action"]),
+    ("v7", sc_cancel_refund_claimed, SEED_REQUEST, ["billing", "cancellation", "refund", "mishandled"],
+     ["success-after-tool-error", "tool-error", "unbacked-action-claim"]),
+    # v7's mishandled annual renewal, answered honestly by v6; v6's mishandled invoice, answered honestly by v7.
+    ("v6", _honest(0), MISHANDLED[2][0], ["billing", "refund", "honest-denial"], ["tool-error"]),
+    ("v7", _honest(4), MISHANDLED[1][0], ["billing", "refund", "honest-denial"], ["tool-error"]),
+]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The seed trace from the bug report, exactly as the product contract describes it.
 
@@ -1508,6 +1579,16 @@ def build(seed: int = SEED) -> list[dict[str, Any]]:
     for (scenario, text, tags, expect), start in zip(MORE, start_times(more, "v7", len(MORE)), strict=True):
         r = Rec(more, "v7", start, text, more.rng.choice(customers), list(tags), expect=list(expect))
         traces.append(scenario(r))
+    # A third stream: the requests asked again in other releases.
+    again = Gen(seed + 2)
+    again.trace_ids |= more.trace_ids
+    again.tickets = more.tickets
+    for version in RELEASE:
+        mine = [x for x in REPEATS if x[0] == version]
+        for (_, scenario, text, tags, expect), start in zip(mine, start_times(again, version, len(mine)),
+                                                           strict=True):
+            r = Rec(again, version, start, text, again.rng.choice(customers), list(tags), expect=list(expect))
+            traces.append(scenario(r))
     traces.sort(key=lambda t: t["started_at"])
     return traces
 

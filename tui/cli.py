@@ -419,8 +419,10 @@ def schema(db: DbOpt = None) -> None:
 
 def _register_more() -> None:
     from .check_cmd import register
+    from .evals_cmd import register as register_evals
 
     register(app)
+    register_evals(app)
 
 
 _register_more()

@@ -166,7 +166,7 @@ def export(
 ) -> None:
     """Export the eval cases in another tool's format: a promptfoo test file, OpenAI evals JSONL, inspect-ai
     samples or Langfuse dataset items."""
-    from store.eval_export import FORMATS, export_cases
+    from store.eval_export import FORMATS, export_cases, promptfoo_left_out
 
     from .cli import EXIT_INPUT, EXIT_USAGE, _err, _open_store
     from .format import inert, plural
@@ -189,8 +189,13 @@ def export(
     except OSError as exc:
         _err(f"{out}: cannot be written ({exc.strerror or exc})")
         raise typer.Exit(EXIT_INPUT) from exc
-    sys.stderr.write(f"Exported {plural(len(cases), 'eval case')} from {inert(source)} as {fmt} to "
+    left_out = promptfoo_left_out(cases) if fmt == "promptfoo" else []
+    sys.stderr.write(f"Exported {plural(len(cases) - len(left_out), 'eval case')} from {inert(source)} as {fmt} to "
                      f"{inert(str(out))}\n")
+    if left_out:
+        # promptfoo sees only the answer: a case whose every assertion needs the trace would always pass there.
+        sys.stderr.write(f"Left out {plural(len(left_out), 'case')} that only `loupe evals run` can score: "
+                         f"{inert(', '.join(left_out))}\n")
 
 
 # ------------------------------------------------------------------------------------------------ run

@@ -308,6 +308,27 @@ class Step(_Model):
         return None
 
     @property
+    def usage_problem(self) -> str | None:
+        """Why this step's usage cannot be true, if it cannot: counts that contradict each other, or zero output
+        tokens for an answer that is there (instrumentation that writes 0 for "not recorded")."""
+        usage = self.usage
+        if usage is None:
+            return None
+        if usage.inconsistency:
+            return usage.inconsistency
+        if usage.output_tokens == 0 and self.type == "llm" and self.has_output:
+            return "0 output tokens reported for a non-empty output"
+        return None
+
+    @property
+    def has_output(self) -> bool:
+        """Whether the step recorded an answer: text, tool calls, or any other non-empty value."""
+        msg = self.output_message
+        if msg is not None:
+            return bool(msg.text().strip() or msg.tool_calls)
+        return self.output not in (None, "", [], {})
+
+    @property
     def latency_ms(self) -> float | None:
         if self.started_at is None or self.ended_at is None:
             return None

@@ -84,7 +84,7 @@ class Pricer:
         usage = step.usage
         if usage is None or usage.input_tokens is None or usage.output_tokens is None:
             return StepCost(reported=reported, reason="usage missing")
-        inconsistent = usage.inconsistency
+        inconsistent = step.usage_problem  # cannot all be true: priced as unknown, never as a wrong figure or $0
         if inconsistent:
             return StepCost(reported=reported, reason=f"usage inconsistent: {inconsistent}")
         rate = self.rate(step.model, step.provider)

@@ -252,7 +252,14 @@ def claimed_action(text: str, stems: list[str]) -> str | None:
     """The sentence of `text` that reports an action named by one of `stems` as done, or None."""
     if not stems or not text:
         return None
+    # A claim needs a word that starts with a stem, so text without any stem in it cannot hold one: a 5 MB answer
+    # costs one scan, not a word-by-word reading of every sentence for every action.
+    if not any(s in text.lower() for s in stems):
+        return None
     for sentence in _SENTENCE.split(text):
+        low = sentence.lower()
+        if not any(s in low for s in stems):
+            continue
         for clause in _CLAUSE.split(sentence):
             if clause and _claims_in_clause(clause, stems):
                 return sentence.strip()
@@ -901,15 +908,36 @@ def usage_missing(trace: Trace, ctx: Context | None = None) -> Outcome:
     rule = "usage-missing"
     llm = [s for s in trace.steps if s.type == "llm"]
     missing = [s for s in llm if s.usage is None or not s.usage.known]
-    if not missing:
+    # Usage that is there but cannot be priced honestly: half of it, or counts that cannot be true (zero output
+    # tokens for an answer that is there, cached beyond input). Each costs "unknown", so each is flagged too.
+    doubtful = [s for s in llm if s not in missing and s.usage is not None
+                and (s.usage.input_tokens is None or s.usage.output_tokens is None or s.usage_problem)]
+    if not missing and not doubtful:
         return [], _ran(rule)
-    names = ", ".join(sorted({s.model or "(no model)" for s in missing}))
+    calls = f"{len(llm)} model call{'s' if len(llm) != 1 else ''}"
+    parts = []
+    if missing:
+        names = ", ".join(sorted({s.model or "(no model)" for s in missing}))
+        parts.append(f"{len(missing)} of {calls} {'have' if len(missing) != 1 else 'has'} no usage ({names})")
+    if doubtful:
+        why = "; ".join(dict.fromkeys(_usage_doubt(s) for s in doubtful))
+        parts.append(f"{len(doubtful)} of {calls} {'have' if len(doubtful) != 1 else 'has'} usage that cannot be "
+                     f"priced ({why})")
     return [Finding(
         rule_id=rule, severity="info",
-        message=f"{len(missing)} of {len(llm)} model call{'s' if len(llm) != 1 else ''} "
-                f"{'have' if len(missing) != 1 else 'has'} no usage ({names}): tokens and cost unknown.",
-        evidence=[s.id for s in missing], data={"steps": len(missing)},
+        message="; ".join(parts) + ": tokens and cost unknown.",
+        evidence=[s.id for s in llm if s in missing or s in doubtful],
+        data={"steps": len(missing) + len(doubtful), "missing": len(missing), "doubtful": len(doubtful)},
     )], _ran(rule)
+
+
+def _usage_doubt(step: Step) -> str:
+    usage = step.usage
+    if usage is not None and usage.input_tokens is None:
+        return "input tokens missing"
+    if usage is not None and usage.output_tokens is None:
+        return "output tokens missing"
+    return step.usage_problem or "usage cannot be true"
 
 
 # Text in user input or tool output that tries to take over the assistant. Case-insensitive.

@@ -67,7 +67,12 @@ def safe_text(text: object, style: str = "", *, keep_newlines: bool = True) -> T
 
 
 def one_line(text: object, width: int | None = None) -> str:
-    s = inert(str(text), keep_newlines=False)
+    s = str(text)
+    if width is not None and len(s) > width:
+        # Cut before making it inert: a 5 MB name costs no more than a short one. Inert text is never shorter
+        # than its source, so one extra character is enough to know that the cut is needed.
+        s = s[: width + 1]
+    s = inert(s, keep_newlines=False)
     if width is not None and len(s) > width:
         s = s[: max(width - 1, 0)] + "…"
     return s

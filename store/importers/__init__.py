@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..db import IngestCounts, Store
 from ..models import Trace
-from .base import ImportProblem, ImportResult
+from .base import ImportProblem, ImportResult, iter_json_array
 
 FORMATS = ("auto", "native", "otlp", "openinference", "langfuse", "llm")
 BATCH = 500  # traces per write transaction: short enough that other writers never wait long
@@ -77,10 +77,13 @@ def _first_record(path: Path) -> object:
                 if line.strip():
                     break
             stripped = line.strip().lstrip("\ufeff")
-            if stripped in ("{", "[") or stripped.startswith("["):
+            if stripped.startswith("["):
+                # Only the first item is read: a 2 GB array is not loaded to tell its format.
                 fh.seek(0)
-                doc = json.loads(fh.read())
-                return doc[0] if isinstance(doc, list) and doc else doc
+                return next((item for _, item in iter_json_array(fh)), None)
+            if stripped == "{":
+                fh.seek(0)
+                return json.loads(fh.read())
             return json.loads(stripped)
     except (json.JSONDecodeError, OSError, RecursionError):
         return None
@@ -139,6 +142,7 @@ class IngestReport:
     skipped_at: dict[str, list[str]] = field(default_factory=dict)
     problems: list[ImportProblem] = field(default_factory=list)
     failed_files: list[str] = field(default_factory=list)
+    interrupted: bool = False  # stopped on request (Ctrl+C) after committing what was read; a re-run finishes
 
 
 def ingest_paths(
@@ -148,11 +152,19 @@ def ingest_paths(
     *,
     on_file: Callable[[Path], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> IngestReport:
-    """Read every file and store its traces in batches. A bad file or line is reported; the rest still imports."""
+    """Read every file and store its traces in batches. A bad file or line is reported; the rest still imports.
+
+    When `stop()` turns true, the traces read so far are committed and the report comes back `interrupted`:
+    every batch is one transaction, so an ingest stopped or killed at any point leaves whole traces only, and
+    running it again finishes the job (a stored trace is updated, never duplicated)."""
     report = IngestReport()
     seen: set[str] = set()  # IDs written by this ingest
     for path in expand_paths(paths):
+        if stop is not None and stop():
+            report.interrupted = True
+            break
         if on_file:
             on_file(path)
         report.files += 1
@@ -172,6 +184,9 @@ def ingest_paths(
                 batch.append(trace)
                 if len(batch) >= BATCH:
                     flush()
+                if stop is not None and stop():
+                    report.interrupted = True
+                    break
         except FormatError as exc:
             report.problems.append(ImportProblem(str(path), None, None, str(exc).removeprefix(f"{path}: ")))
             report.failed_files.append(str(path))
@@ -191,6 +206,11 @@ def ingest_paths(
             where = report.skipped_at.setdefault(reason, [])
             where.extend(result.skipped_at.get(reason, [])[: max(0, 3 - len(where))])
         report.problems.extend(result.problems)
+        more = getattr(result.problems, "more", 0)
+        if more:
+            report.problems.append(ImportProblem(str(path), None, None, f"{more:,} more problems not listed"))
+        if report.interrupted:
+            break
     return report
 
 

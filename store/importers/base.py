@@ -6,8 +6,9 @@ import copy
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -28,12 +29,32 @@ class ImportProblem:
         return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
 
 
+MAX_PROBLEMS = 1000  # problems kept per file: a 2 GB file of bad lines is reported by its first ones and a count
+
+
+class ProblemList(list[ImportProblem]):
+    """The problems met in one file: the first MAX_PROBLEMS kept, the rest only counted (`more`), so that memory
+    stays bounded however broken a file is."""
+
+    more: int = 0
+
+    def append(self, problem: ImportProblem) -> None:
+        if len(self) < MAX_PROBLEMS:
+            super().append(problem)
+        else:
+            self.more += 1
+
+    def extend(self, problems: Iterable[ImportProblem]) -> None:
+        for problem in problems:
+            self.append(problem)
+
+
 @dataclass
 class ImportResult:
     traces: list[Trace] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> count of records passed over
     skipped_at: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first few "file:line"
-    problems: list[ImportProblem] = field(default_factory=list)
+    problems: list[ImportProblem] = field(default_factory=ProblemList)
 
     def skip(self, reason: str, file: str, line: int | None) -> None:
         """Count a record passed over, remembering where the first few were."""
@@ -83,6 +104,22 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 def scrub_parsed(value: Any, raw: str) -> Any:
     """`scrub` for a value parsed from JSON text `raw`, skipped when the text has no surrogate escape at all."""
     return scrub(value) if _SURROGATE_ESCAPE.search(raw) else value
+
+
+def needs_scrub(value: Any, raw: str) -> bool:
+    """Whether `scrub` could change a value parsed from the JSON text `raw`: a surrogate escape in the text, or
+    containers nested MAX_DEPTH deep. Walks only the containers, not every string, so it costs a fraction of scrub."""
+    if _SURROGATE_ESCAPE.search(raw):
+        return True
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth >= MAX_DEPTH:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _delete(data: Any, loc: tuple[Any, ...]) -> bool:
@@ -136,13 +173,16 @@ def salvage(model: type[M], data: dict[str, Any], prefix: str, notes: list[tuple
 
 
 def validate_trace(
-    data: Any, file: str, line: int | None, problems: list[ImportProblem], *, source: str | None = None
+    data: Any, file: str, line: int | None, problems: list[ImportProblem], *, source: str | None = None,
+    raw: str | None = None,
 ) -> Trace | None:
-    """A Trace from a native dict. A bad field is left out (the trace marked partial), never the whole trace."""
+    """A Trace from a native dict. A bad field is left out (the trace marked partial), never the whole trace.
+    `raw`, the JSON text `data` was parsed from, lets the scrub be skipped when it would change nothing."""
     if not isinstance(data, dict):
         problems.append(ImportProblem(file, line, None, f"expected a JSON object, found {type(data).__name__}"))
         return None
-    data = scrub(data)  # cheap next to validation, and the store cannot hold lone surrogates
+    if raw is None or needs_scrub(data, raw):
+        data = scrub(data)  # the store cannot hold lone surrogates
     raw_steps = data.get("steps")
     head = {k: v for k, v in data.items() if k != "steps" and k not in DERIVED_KEYS}
     notes: list[tuple[str, str]] = []
@@ -156,15 +196,15 @@ def validate_trace(
         raw_steps = []
     steps: list[Step] = []
     seen: set[str] = set()
-    for i, raw in enumerate(raw_steps or []):
-        if not isinstance(raw, dict):
-            notes.append((f"steps.{i}", f"expected an object, found {type(raw).__name__}; left out"))
+    for i, given in enumerate(raw_steps or []):
+        if not isinstance(given, dict):
+            notes.append((f"steps.{i}", f"expected an object, found {type(given).__name__}; left out"))
             continue
-        raw = {k: v for k, v in raw.items() if k not in DERIVED_STEP_KEYS}
-        if not isinstance(raw.get("id"), (str, int)) or raw.get("id") in ("", None):
+        record = {k: v for k, v in given.items() if k not in DERIVED_STEP_KEYS}
+        if not isinstance(record.get("id"), (str, int)) or record.get("id") in ("", None):
             notes.append((f"steps.{i}.id", f"missing or empty; named step-{i}"))
-            raw["id"] = f"step-{i}"
-        step = salvage(Step, raw, f"steps.{i}", notes)
+            record["id"] = f"step-{i}"
+        step = salvage(Step, record, f"steps.{i}", notes)
         if step is None:
             continue
         if step.id in seen:
@@ -183,3 +223,87 @@ def validate_trace(
     if source and not trace.source:
         trace.source = source if line is None else f"{source}:{line}"
     return trace
+
+
+ARRAY_CHUNK = 1 << 20  # characters read at a time from a JSON array; one item larger than this is read whole
+
+
+def iter_json_array(fh: IO[str]) -> Iterator[tuple[int, Any]]:
+    """The items of the JSON array that `fh` holds, one at a time, each with the line it starts on.
+
+    The file is read in chunks, so memory holds the item being read rather than the whole array (a 2 GB export
+    streams). Every item before a broken one is yielded first; then a JSONDecodeError is raised whose `lineno`
+    is the line in the file (a truncated array keeps all its complete items)."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    pos = 0
+    line = 1  # the line that buf[pos] is on
+    eof = False
+
+    def more() -> bool:
+        nonlocal buf, pos, eof
+        if eof:
+            return False
+        # Ask for at least as much as is buffered: an item far larger than a chunk is re-parsed log(n) times, not n.
+        chunk = fh.read(max(ARRAY_CHUNK, len(buf) - pos))
+        if not chunk:
+            eof = True
+            return False
+        buf = buf[pos:] + chunk
+        pos = 0
+        return True
+
+    def advance(to: int) -> None:
+        nonlocal pos, line
+        line += buf.count("\n", pos, to)
+        pos = to
+
+    def skip_space() -> bool:
+        """Move past whitespace; False at the end of the file."""
+        while True:
+            m = _SPACE.match(buf, pos)
+            advance(m.end() if m else pos)
+            if pos < len(buf):
+                return True
+            if not more():
+                return False
+
+    def fail(message: str, at: int) -> json.JSONDecodeError:
+        err = json.JSONDecodeError(message, buf, at)
+        err.lineno = line + buf.count("\n", pos, at)
+        return err
+
+    if not skip_space() or buf[pos] != "[":
+        raise fail("expected a JSON array", pos)
+    advance(pos + 1)
+    expect_item = True
+    while True:
+        if not skip_space():
+            raise fail("the array is not closed (the file ends early)", pos)
+        if buf[pos] == "]":
+            return
+        if not expect_item:
+            if buf[pos] != ",":
+                raise fail("expected ',' or ']' between items", pos)
+            advance(pos + 1)
+            expect_item = True
+            continue
+        while True:
+            try:
+                item, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as exc:
+                if more():
+                    continue  # the item may only be cut by the chunk's end
+                raise fail(exc.msg, exc.pos) from None
+            if end == len(buf) and not eof and buf[pos] not in "[{\"" and more():
+                continue  # a number or literal at the chunk's end may go on in the next one
+            break
+        start = line
+        advance(end)
+        yield start, item
+        expect_item = False
+        if pos > ARRAY_CHUNK:
+            buf, pos = buf[pos:], 0  # drop what was read: the buffer stays about one chunk plus one item
+
+
+_SPACE = re.compile(r"[ \t\r\n\ufeff]*")

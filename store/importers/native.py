@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..models import Trace
-from .base import ImportProblem, ImportResult, validate_trace
+from .base import ImportProblem, ImportResult, iter_json_array, validate_trace
 
 
 def read_native(path: Path, result: ImportResult) -> Iterator[Trace]:
@@ -17,27 +17,35 @@ def read_native(path: Path, result: ImportResult) -> Iterator[Trace]:
         head = fh.read(4096).lstrip("\ufeff \t\r\n")
         fh.seek(0)
         first_line = head.split("\n", 1)[0].strip()
-        if head.startswith("[") or first_line == "{":
-            # One JSON document: an array of traces, or a single pretty-printed trace (`loupe show --json`).
+        if head.startswith("["):
+            # A JSON array of traces, read item by item: memory holds one trace, and a truncated array keeps every
+            # complete trace before the cut.
+            many = head[1:].lstrip(" \t\r\n")[:1] not in ("", "]")
+            try:
+                for i, (lineno, item) in enumerate(iter_json_array(fh)):
+                    before = len(result.problems)
+                    trace = validate_trace(item, name, lineno, result.problems, source=name)
+                    if many:
+                        for problem in result.problems[before:]:
+                            problem.field = f"[{i}]" + (f".{problem.field}" if problem.field else "")
+                    if trace is not None:
+                        yield trace
+            except json.JSONDecodeError as exc:
+                result.problems.append(ImportProblem(name, exc.lineno, None, f"invalid JSON: {exc.msg}"))
+            except RecursionError:
+                result.problems.append(ImportProblem(name, None, None, "JSON nested too deeply to read"))
+            return
+        if first_line == "{":
+            # One pretty-printed trace (`loupe show --json`): a single record, read whole.
             text = fh.read()
             try:
-                items = json.loads(text)
+                item = json.loads(text)
             except json.JSONDecodeError as exc:
                 result.problems.append(ImportProblem(name, exc.lineno, None, f"invalid JSON: {exc.msg}"))
                 return
-            if isinstance(items, dict):
-                items = [items]
-            if not isinstance(items, list):
-                result.problems.append(ImportProblem(name, 1, None, "expected a trace or a list of traces"))
-                return
-            for i, item in enumerate(items):
-                before = len(result.problems)
-                trace = validate_trace(item, name, None, result.problems, source=name)
-                if len(items) > 1:
-                    for problem in result.problems[before:]:
-                        problem.field = f"[{i}]" + (f".{problem.field}" if problem.field else "")
-                if trace is not None:
-                    yield trace
+            trace = validate_trace(item, name, None, result.problems, source=name)
+            if trace is not None:
+                yield trace
             return
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -50,6 +58,6 @@ def read_native(path: Path, result: ImportResult) -> Iterator[Trace]:
             except RecursionError:
                 result.problems.append(ImportProblem(name, lineno, None, "JSON nested too deeply to read"))
                 continue
-            trace = validate_trace(data, name, lineno, result.problems, source=name)
+            trace = validate_trace(data, name, lineno, result.problems, source=name, raw=line)
             if trace is not None:
                 yield trace

@@ -19,7 +19,7 @@ from textual.widgets.tree import TreeNode
 from store.db import Store, StoredTrace
 from store.models import SEVERITY_RANK
 from tui.format import inert, one_line
-from tui.screens.raw_view import RawJsonScreen
+from tui.screens.raw_view import RawJsonScreen, open_in_pager
 from tui.screens.trace_list import PaletteCommand
 from tui.trace_text import (
     children_by_parent,
@@ -142,6 +142,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
         Binding("E", "preview_case", "Review case", show=False, id="view.preview_case"),
         Binding("y", "copy_id", "Copy ID", id="view.copy_id"),
         Binding("r", "raw", "Raw", id="view.raw"),
+        Binding("o", "pager", "Open in pager", show=False, id="view.pager"),
     ]
 
     PALETTE: ClassVar[tuple[PaletteCommand, ...]] = (
@@ -152,6 +153,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
         PaletteCommand("view: review and promote", "Preview the eval case, edit it, then save it", "preview_case"),
         PaletteCommand("view: copy trace ID", "Copy the trace ID to the clipboard", "copy_id"),
         PaletteCommand("view: raw JSON of step", "Show the selected step as stored", "raw"),
+        PaletteCommand("view: open step in pager", "The selected step as stored, in $PAGER", "pager"),
         PaletteCommand("view: back to list", "Close this trace", "back"),
     )
 
@@ -351,7 +353,7 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
             return self.stored is not None and bool(self.stored.findings)
         if action in ("promote", "copy_id", "preview_case"):
             return self.stored is not None
-        if action == "raw":
+        if action in ("raw", "pager"):
             return self.stored is not None and self.selected_step_index is not None
         return True
 
@@ -393,6 +395,18 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
             return
         step = self.stored.trace.steps[index]
         self.app.push_screen(RawJsonScreen(f"step {step.id}", raw_json(step)))
+
+    def action_pager(self) -> None:
+        """The selected step (or the trace) as stored, every character of it, in $PAGER: for values too big for
+        the detail pane, which shows a bounded preview."""
+        index = self.selected_step_index
+        if self.stored is None or index is None:
+            return
+        if index == TRACE_NODE:
+            open_in_pager(self.app, f"trace {self.stored.trace.id}", raw_trace_json(self.stored))
+            return
+        step = self.stored.trace.steps[index]
+        open_in_pager(self.app, f"step {step.id}", raw_json(step))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1 and self.app.screen is self:

@@ -282,10 +282,19 @@ def check_text_assertion(assertion: Assertion, answer: str) -> bool | None:
     return found if assertion.type == "contains" else not found
 
 
+# Characters that change how text around them reads in a terminal, an editor or `git diff` (bidi overrides and
+# isolates, zero-width characters, line/paragraph separators): a file holding one is written all-ASCII.
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def case_yaml(case: EvalCase) -> str:
     data = case.model_dump(mode="json", exclude={"content_hash"})
     data["content_hash"] = case.content_hash
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    if _INVISIBLE.search(text):
+        # YAML escapes every non-ASCII character then ("\u202E"): less readable, but nothing reorders the text.
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False, width=100)
+    return text
 
 
 def case_path(evals_dir: Path, case: EvalCase) -> Path:

@@ -120,3 +120,19 @@ def test_a_cancellation_case_speaks_of_the_cancellation(tmp_path: Path, seed: di
     assert claim.description == "must not claim cancel_subscription succeeded"
     assert check_text_assertion(claim, "Your subscription has been canceled.") is False
     assert case.recorded_output == "Your subscription has been canceled."
+
+
+def test_case_files_never_hold_characters_that_reorder_text(tmp_path: Path, seed: dict) -> None:
+    hostile = dict(seed, input="Refund \u202eoediv\u202c please\u200b", output="done \u2066x\u2069")
+    hostile["steps"] = [dict(s) for s in seed["steps"]]
+    hostile["steps"][0] = dict(seed["steps"][0], messages=[{"role": "user", "content": "Refund \u202eoediv\u202c"}])
+    store = _stored(tmp_path, hostile)
+    result = promote(store, "trc_7J4k9", tmp_path / "evals")
+    assert result.path is not None
+    text = result.path.read_text(encoding="utf-8")
+    assert not any(ch in text for ch in "\u202e\u202c\u200b\u2066\u2069")
+    assert "\\u202E" in text
+    data = yaml.safe_load(text)
+    assert data["input"][0]["content"] == "Refund \u202eoediv\u202c"  # the value itself is kept, only written escaped
+    plain = promote(_stored(tmp_path / "p", seed), "trc_7J4k9", tmp_path / "plain")
+    assert plain.path is not None and "\\u" not in plain.path.read_text(encoding="utf-8")

@@ -181,6 +181,8 @@ def read_cases(evals_dir: Path) -> list[EvalCase]:
 def load_cases_for_run(store: Store | None, evals_dir: Path | None) -> tuple[list[EvalCase], str]:
     """The cases a command works on, and where they came from: the YAML files in `evals_dir` when it has any
     (the folder a team commits is the source of truth), else the cases in the store."""
+    if evals_dir is not None and Path(evals_dir).exists() and not Path(evals_dir).is_dir():
+        raise CaseFileError(f"{evals_dir}: not a folder of eval cases")
     if evals_dir is not None and case_files(evals_dir):
         cases = read_cases(evals_dir)
         return cases, f"{evals_dir}/"

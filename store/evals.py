@@ -16,7 +16,7 @@ from .config import Config
 from .db import Store, StoredTrace
 from .masking import Masker
 from .models import Assertion, EvalCase, Finding, Trace, format_time
-from .rules import action_stems, claimed_success, failure_reason
+from .rules import _json_or_value, action_stems, claimed_success, failure_reason
 
 GROUPS = {
     "success-after-tool-error": "Tool failure handling",
@@ -210,9 +210,11 @@ def build_case(stored: StoredTrace, masker: Masker | None = None, config: Config
     trace = stored.trace
     expected_parts: list[str] = []
     assertions: list[Assertion] = []
+    claimed_after_error = {f.data.get("tool") for f in stored.findings if f.rule_id == "success-after-tool-error"}
     for finding in stored.findings:
         words, more = assertions_for(finding, escalation_tool=escalation)
-        expected_parts.append(words)
+        if not (finding.rule_id == "tool-error" and finding.data.get("tool") in claimed_after_error):
+            expected_parts.append(words)  # a tool error behind a false claim is already said in the claim's words
         for a in more:
             if a not in assertions:
                 assertions.append(a)
@@ -223,9 +225,15 @@ def build_case(stored: StoredTrace, masker: Masker | None = None, config: Config
     model = {}
     tools: list[Any] = []
     if first_llm is not None:
-        model = {k: v for k, v in (("name", first_llm.model), ("provider", first_llm.provider),
-                                   ("params", first_llm.params or None)) if v}
-        tools = list(first_llm.metadata.get("tool_definitions") or [])
+        params = dict(first_llm.params)
+        defined = _json_or_value(first_llm.metadata.get("tool_definitions"))
+        if not isinstance(defined, list) or not defined:
+            defined = _json_or_value(params.get("tools"))
+        if isinstance(defined, list):
+            tools = defined
+            params.pop("tools", None)  # kept once, under tools
+        model = masker.value({k: v for k, v in (("name", first_llm.model), ("provider", first_llm.provider),
+                                                ("params", params or None)) if v})
     conversation = masker.value(_conversation(trace))
     tool_results = masker.value(_tool_results(trace))
     prompt = trace.prompt
@@ -308,29 +316,48 @@ def _write_case_file(path: Path, case: EvalCase) -> None:
     tmp.replace(path)
 
 
+class EvalsDirError(Exception):
+    """The evals folder cannot hold case files (it is a file, or cannot be written); the message names it."""
+
+
+def find_case_file(evals_dir: Path, case_id: str) -> Path | None:
+    """The file of a case anywhere under an evals/ folder (a team may have moved it to another group)."""
+    root = Path(evals_dir)
+    if not root.is_dir():
+        return None
+    return next(iter(sorted(root.rglob(f"{case_id}.yaml"))), None)
+
+
 def promote(store: Store, trace_id: str, evals_dir: Path, *, config: Config | None = None,
             case: EvalCase | None = None) -> PromoteResult:
     """Turn a trace into an eval case: saved in the store and as evals/<group>/<id>.yaml; never twice.
 
     `case` is one reviewed and edited in the preview (built by build_case for this trace); without it the case
     is built here. The same failure promoted again (from this trace or one with the same content) is not a
-    second case; if this evals/ folder lacks the case's file (deleted, or another working directory), it is
+    second case. A case file already under this evals/ folder (committed, edited, moved to another group) is
+    never overwritten; if the folder lacks the case's file (deleted, or another working directory), it is
     written again."""
+    evals_dir = Path(evals_dir)
+    if evals_dir.exists() and not evals_dir.is_dir():
+        raise EvalsDirError(f"{evals_dir}: not a folder; eval cases are written to evals/<group>/<case-id>.yaml")
     if case is None:
         case = build_case(store.get_trace(trace_id), config=config)
-    existing = store.find_case(case.content_hash)
-    if existing is None and store.save_case(case, str(case_path(evals_dir, case))):
+    on_disk = find_case_file(evals_dir, case.id)
+    if store.find_case(case.content_hash) is None and store.save_case(case, str(on_disk or case_path(evals_dir,
+                                                                                                      case))):
+        if on_disk is not None:  # the team's file (perhaps edited by hand) stays as it is
+            return PromoteResult(case_id=case.id, path=on_disk, created=False)
         _write_case_file(case_path(evals_dir, case), case)
         return PromoteResult(case_id=case.id, path=case_path(evals_dir, case), created=True)
     found = store.find_case(case.content_hash)
     kept = store.get_case(found[0]) if found else None
     if kept is None:  # cannot happen unless the row vanished in between; report it as not created
         return PromoteResult(case_id=case.id, path=None, created=False)
-    path = case_path(evals_dir, kept)
-    if path.exists():
-        return PromoteResult(case_id=kept.id, path=path, created=False)
-    _write_case_file(path, kept)
-    return PromoteResult(case_id=kept.id, path=path, created=False, restored=True)
+    on_disk = find_case_file(evals_dir, kept.id)
+    if on_disk is not None:
+        return PromoteResult(case_id=kept.id, path=on_disk, created=False)
+    _write_case_file(case_path(evals_dir, kept), kept)
+    return PromoteResult(case_id=kept.id, path=case_path(evals_dir, kept), created=False, restored=True)
 
 
 # What a person can type to add an assertion (the case preview's "add" line): type, then its value.
@@ -398,6 +425,8 @@ def parse_assertion(text: str) -> Assertion:
     whole = kind not in ("max-cost", "max-latency-seconds")
     if whole and limit != int(limit):
         raise ValueError(f"{kind} needs a whole number")
+    if limit > 2**53:
+        raise ValueError(f"{kind}: {rest} is more than any trace can hold")
     return Assertion(type=kind, description=f"at most {limit:g} {_UNITS[kind]}",
                      value=int(limit) if whole else limit)
 

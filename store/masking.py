@@ -13,7 +13,7 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("SECRET", re.compile(r"(?i)\b(?:password|passwd|pwd|secret|token|api_key|apikey)\s?[=:]\s?(?P<v>[^\s,;&\"']{4,})")),
     ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b")),
     ("SSN", re.compile(r"\b\d{3}-\d{2}-\d{4}\b")),
-    ("API_KEY", re.compile(r"\b(?:sk|pk|rk)-(?:[A-Za-z0-9_-]{2,}-)?[A-Za-z0-9_-]{16,}\b|\bAKIA[0-9A-Z]{16}\b|\bghp_[A-Za-z0-9]{30,}\b|\bxox[abpr]-[A-Za-z0-9-]{10,}\b")),
+    ("API_KEY", re.compile(r"\b(?:sk|pk|rk|whsec)_(?:live|test)_[A-Za-z0-9]{10,}\b|\b(?:sk|pk|rk)-(?:[A-Za-z0-9_-]{2,}-)?[A-Za-z0-9_-]{16,}\b|\bAKIA[0-9A-Z]{16}\b|\bghp_[A-Za-z0-9]{30,}\b|\bxox[abpr]-[A-Za-z0-9-]{10,}\b")),
     ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")),
     ("CARD", re.compile(r"\b(?:\d[ -]?){12,18}\d\b")),
     # A phone number has separators or a leading +; a bare run of digits is more likely an order number.
@@ -33,6 +33,14 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _canonical(kind: str, value: str) -> tuple[str, str]:
+    if kind in ("CARD", "PHONE", "SSN"):
+        return kind, re.sub(r"\D", "", value)
+    if kind in ("EMAIL", "IBAN"):
+        return kind, re.sub(r"\s", "", value).lower()
+    return kind, value
+
+
 class Masker:
     """Replaces each distinct secret with a stable placeholder such as <EMAIL_1> across everything it masks."""
 
@@ -42,6 +50,7 @@ class Masker:
         self.patterns = [("ID", re.compile(p)) for p in (extra_patterns or [])] + (list(PATTERNS) if builtin else [])
         self.keep = keep  # values a person chose to leave as they are (in the case preview)
         self.seen: dict[str, str] = {}
+        self._by_key: dict[tuple[str, str], str] = {}
         self._counts: dict[str, int] = {}
 
     @classmethod
@@ -61,8 +70,14 @@ class Masker:
         if value in self.keep:
             return value
         if value not in self.seen:
-            self._counts[kind] = self._counts.get(kind, 0) + 1
-            self.seen[value] = f"<{kind}_{self._counts[kind]}>"
+            # One value, one placeholder, however it is written: "4111 1111 1111 1111" is "4111111111111111",
+            # "ALICE@EXAMPLE.COM" is "alice@example.com", "+1 (415) 555-0132" is "+1 415 555 0132".
+            key = _canonical(kind, value)
+            placeholder = self._by_key.get(key)
+            if placeholder is None:
+                self._counts[kind] = self._counts.get(kind, 0) + 1
+                placeholder = self._by_key[key] = f"<{kind}_{self._counts[kind]}>"
+            self.seen[value] = placeholder
         return self.seen[value]
 
     def text(self, s: str) -> str:
@@ -83,7 +98,8 @@ class Masker:
         if isinstance(v, str):
             return self.text(v)
         if isinstance(v, dict):
-            return {k: self.value(x) for k, x in v.items()}
+            # Keys too: an email can be a key ({"alice@example.com": ...}) as well as a value.
+            return {(self.text(k) if isinstance(k, str) else k): self.value(x) for k, x in v.items()}
         if isinstance(v, list):
             return [self.value(x) for x in v]
         return v

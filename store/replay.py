@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from .config import Config, load_config
 from .eval_run import derive, read_cases, score_trace
-from .models import EvalCase, Trace
+from .models import EvalCase, PromptRef, Trace
 
 __all__ = ["RecordedToolError", "Replay", "ScoreResult", "UnrecordedCall", "load_cases", "score"]
 
@@ -144,6 +144,10 @@ def score(case: EvalCase, trace: Trace | dict[str, Any], *, config: Config | Non
             trace = Trace.model_validate(trace)
         except ValidationError as exc:
             raise ValueError(f"not a native trace: {exc}") from None
+    if trace.prompt is None and case.source_trace.get("prompt"):
+        # A replayed run is the case's prompt unless it says otherwise: its budgets and promises apply.
+        trace = trace.model_copy(update={"prompt": PromptRef(name=case.source_trace["prompt"],
+                                                             version=case.source_trace.get("prompt_version"))})
     config = config if config is not None else load_config()
     passed, failed = score_trace(case, derive(trace, config), config=config)
     return ScoreResult(passed=passed, failed=failed)

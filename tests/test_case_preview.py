@@ -225,3 +225,113 @@ async def test_cases_screen_when_there_are_none(tmp_path: Path) -> None:
         assert "No eval cases yet" in screen_text(app)
         assert app.screen.check_action("open_source", ()) is False
     store.close()
+
+
+# --------------------------------------------------------------------------- found by a tester
+
+
+def test_secrets_in_keys_params_and_stripe_keys_are_masked(tmp_path: Path, seed: dict[str, Any]) -> None:
+    t = copy.deepcopy(seed)
+    t["steps"][0]["messages"][-1]["content"] = "Refund me. My key is sk_live_51HxYzAbCdEfGhIjKlMnOp"
+    t["steps"][0]["params"]["tools"] = [{"type": "function", "function": {
+        "name": "issue_refund", "description": "admin key sk-proj-ZZZZYYYYXXXXWWWWVVVVUUUUTTTTSSSS1234 bob@corp.example",
+        "parameters": {"type": "object"}}}]
+    t["steps"][1]["arguments"] = {"alice@example.com": "x"}
+    store = _seed_store(tmp_path, t)
+    case = build_case(store.get_trace("trc_7J4k9"))
+    dumped = yaml.safe_dump(case.model_dump(mode="json"))
+    for secret in ("sk_live_51Hx", "sk-proj-ZZZ", "bob@corp.example", "alice@example.com"):
+        assert secret not in dumped, secret
+    assert case.tools and case.tools[0]["function"]["name"] == "issue_refund"  # kept, once, under tools
+    assert "tools" not in case.model.get("params", {})
+
+
+def test_tool_definitions_given_as_json_text_are_read(tmp_path: Path, seed: dict[str, Any]) -> None:
+    t = copy.deepcopy(seed)
+    t["steps"][0].setdefault("metadata", {})["tool_definitions"] = (
+        '[{"type": "function", "function": {"name": "issue_refund", "parameters": {"type": "object"}}}]')
+    store = _seed_store(tmp_path, t)
+    case = build_case(store.get_trace("trc_7J4k9"))
+    assert [d["function"]["name"] for d in case.tools] == ["issue_refund"]
+
+
+def test_one_value_one_placeholder_however_it_is_written() -> None:
+    m = Masker()
+    out = m.text("4111-1111-1111-1111, 4111111111111111, 4111 1111 1111 1111; alice.smith@example.com, "
+                 "ALICE.SMITH@EXAMPLE.COM; +1 (415) 555-0132, +1 415 555 0132")
+    assert out == "<CARD_1>, <CARD_1>, <CARD_1>; <EMAIL_1>, <EMAIL_1>; <PHONE_1>, <PHONE_1>"
+
+
+def test_a_committed_case_file_is_never_overwritten_nor_duplicated(tmp_path: Path, seed: dict[str, Any]) -> None:
+    store = _seed_store(tmp_path, seed)
+    evals = tmp_path / "evals"
+    case = build_case(store.get_trace("trc_7J4k9"))
+    # A teammate's edited file for the same failure, in a fresh store: kept as it is.
+    mine = evals / "billing" / f"{case.id}.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("name: HAND EDITED by teammate\n")
+    result = promote(store, "trc_7J4k9", evals)
+    assert not result.created and result.path == mine
+    assert mine.read_text() == "name: HAND EDITED by teammate\n"
+    assert list(evals.rglob("*.yaml")) == [mine]
+    # Promoted again after the file moved to another group: found there, not written a second time.
+    moved = evals / "refunds" / mine.name
+    moved.parent.mkdir()
+    mine.rename(moved)
+    again = promote(store, "trc_7J4k9", evals)
+    assert not again.created and not again.restored and again.path == moved
+    assert list(evals.rglob("*.yaml")) == [moved]
+
+
+def test_an_evals_dir_that_is_a_file_is_refused(tmp_path: Path, seed: dict[str, Any]) -> None:
+    from typer.testing import CliRunner
+
+    from store.evals import EvalsDirError
+    from tui.cli import app
+
+    store = _seed_store(tmp_path, seed)
+    efile = tmp_path / "efile"
+    efile.write_text("not a folder")
+    with pytest.raises(EvalsDirError, match="not a folder"):
+        promote(store, "trc_7J4k9", efile)
+    store.close()
+    runner = CliRunner()
+    for args in (["promote", "trc_7J4k9"], ["evals", "list"], ["evals", "run", "--prompt-version", "v7"]):
+        result = runner.invoke(app, [*args, "--db", str(tmp_path / "c.db"), "--evals-dir", str(efile)])
+        assert result.exit_code == 3, (args, result.output)
+        assert "not a folder" in result.output
+    assert efile.read_text() == "not a folder"
+
+
+def test_expected_behaviour_says_each_thing_once(tmp_path: Path, seed: dict[str, Any]) -> None:
+    store = _seed_store(tmp_path, seed)
+    case = build_case(store.get_trace("trc_7J4k9"))
+    assert case.expected.count("not claim the refund succeeded") == 1
+
+
+def test_replayed_runs_are_judged_as_the_case_prompt(tmp_path: Path, seed: dict[str, Any]) -> None:
+    from store.replay import score
+
+    store = _seed_store(tmp_path, seed)
+    case = build_case(store.get_trace("trc_7J4k9"))
+    config = parse_config({"rules": {"budget-exceeded": {"budgets": {"support_agent": {"model_calls": 5}}}}})
+    case = case.model_copy(update={"assertions": [parse_assertion("no-finding budget-exceeded")]})
+    run = {"id": "replay", "output": "ok", "steps": [
+        {"id": "s1", "type": "llm", "output": {"role": "assistant", "content": "ok"}}]}
+    result = score(case, run, config=config)
+    assert result.passed, result.failed  # the budget rule ran: the run has the case's prompt
+
+
+async def test_cases_screen_shows_the_committed_cases_like_evals_list(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "loupe.db")
+    made = promote(store, "trc_7J4k9", tmp_path / "evals")
+    other = build_store(tmp_path / "other.db")  # a teammate's fresh store: no cases in it, the files are there
+    app = make_app(other, evals_dir=tmp_path / "evals", poll_interval=None)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        text = screen_text(app)
+        assert made.case_id in text and "from" in text and "evals" in text
+    store.close()
+    other.close()

@@ -130,7 +130,7 @@ class LoupeApp(ReportsWorkerFailures, App[None]):
     def open_cases(self) -> None:
         from tui.screens.cases import CasesScreen
 
-        self.push_screen(CasesScreen(self.store))
+        self.push_screen(CasesScreen(self.store, self.evals_dir))
 
     @work(thread=True, exclusive=False, group="promote", exit_on_error=False, description="promoting the trace")
     def _promote(self, trace_id: str, case: EvalCase | None = None) -> None:

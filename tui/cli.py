@@ -300,6 +300,7 @@ def promote(
     ] = None,
 ) -> None:
     """Turn a trace into an eval case (the same as `e` in the TUI)."""
+    from store.evals import EvalsDirError
     from store.evals import promote as do_promote
 
     from .check_cmd import _load_config
@@ -307,7 +308,11 @@ def promote(
 
     cfg = _load_config(config)
     store = _open_store(db)
-    result = do_promote(store, _resolve(store, trace_id), evals_dir, config=cfg)
+    try:
+        result = do_promote(store, _resolve(store, trace_id), evals_dir, config=cfg)
+    except (EvalsDirError, OSError) as exc:
+        _err(str(exc) if isinstance(exc, EvalsDirError) else f"{evals_dir}: cannot be written ({exc})")
+        raise typer.Exit(EXIT_INPUT) from exc
     where = f" ({inert(str(result.path))})" if result.path else ""
     if result.created:
         print(f"Eval case {result.case_id} saved: {inert(str(result.path))}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -97,10 +98,13 @@ class CasesScreen(ReportsWorkerFailures, Screen[None]):
     class _Loaded(Message):
         cases: list[EvalCase]
         results: dict[str, list[EvalResultRow]]
+        source: str
+        error: str | None = None
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, evals_dir: Path | None = None) -> None:
         super().__init__()
         self.store = store
+        self.evals_dir = evals_dir
         self.cases: list[EvalCase] = []
         self.results: dict[str, list[EvalResultRow]] = {}
 
@@ -120,11 +124,18 @@ class CasesScreen(ReportsWorkerFailures, Screen[None]):
 
     @work(thread=True, exclusive=True, group="cases", exit_on_error=False, description="reading the eval cases")
     def _load(self) -> None:
-        cases = self.store.list_cases()
+        from store.eval_run import CaseFileError, load_cases_for_run
+
+        # The same cases as `loupe evals list`: the committed evals/ folder when it has any, else the store's.
+        try:
+            cases, source = load_cases_for_run(self.store, self.evals_dir)
+        except CaseFileError as exc:
+            self.post_message(self._Loaded([], {}, "", error=str(exc)))
+            return
         results: dict[str, list[EvalResultRow]] = {}
         for r in self.store.last_eval_results():
             results.setdefault(r.case_id, []).append(r)
-        self.post_message(self._Loaded(cases, results))
+        self.post_message(self._Loaded(cases, results, source))
 
     def on_cases_screen__loaded(self, message: _Loaded) -> None:
         self.cases, self.results = message.cases, message.results
@@ -144,14 +155,17 @@ class CasesScreen(ReportsWorkerFailures, Screen[None]):
                 key=case.id,
             )
         summary = self.query_one("#cases-summary", Static)
-        if not self.cases:
+        if message.error:
+            summary.update(Text.assemble(("Cannot read the eval cases: ", "bold red"), one_line(message.error, 300)))
+        elif not self.cases:
             summary.update(Text("No eval cases yet: press e (or E to review first) on a failing trace.",
                                 style="dim"))
         else:
             groups = len({c.group for c in self.cases})
             summary.update(Text.assemble((f"{len(self.cases):,}", "bold"),
                                          f" case{'s' if len(self.cases) != 1 else ''} in {groups} "
-                                         f"group{'s' if groups != 1 else ''}"))
+                                         f"group{'s' if groups != 1 else ''} from ",
+                                         one_line(message.source, 120)))
             table.focus()
             self._show_detail(table.cursor_row)
         self.refresh_bindings()

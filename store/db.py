@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,55 @@ ENV_DB = "LOUPE_DB"
 
 class StoreError(Exception):
     """The store cannot be opened or used; the message says why and names the file."""
+
+
+def _can_write(path: Path) -> bool:
+    """Whether a file or folder may be written. Its mode counts even for root, whom the OS would let write it
+    anyway: a store someone made read-only is opened read-only."""
+    try:
+        return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+# SQLite's primary result codes for failures of the store itself, not of one trace being written.
+_STORE_FAILURES = {
+    "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN",
+    "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PERM", "SQLITE_NOMEM", "SQLITE_PROTOCOL",
+}
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """Whether an SQLite error is about the store (full disk, damaged or read-only file, ...) rather than about
+    the data being written: such an error ends the write; retrying with other data cannot help."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if not isinstance(exc, sqlite3.Error) or not isinstance(name, str):
+        return False
+    return any(name == p or name.startswith(p + "_") for p in _STORE_FAILURES)  # extended codes: SQLITE_IOERR_...
+
+
+def store_failure(path: Path, exc: sqlite3.Error) -> StoreError:
+    """An SQLite error as a StoreError whose message names the store file and says what happened to it."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    if name.startswith("SQLITE_FULL"):
+        why = ("the disk is full: the write in progress was rolled back and nothing of it was stored; what was "
+               "stored before is intact. Free some space and run it again")
+    elif name.startswith("SQLITE_READONLY") or name.startswith("SQLITE_PERM"):
+        why = "the store cannot be written: the file or its folder is read-only; nothing of this write was stored"
+    elif name.startswith("SQLITE_CORRUPT"):
+        why = (f"the store is damaged; it was left as it is. `sqlite3 {path} .recover` may save what can still be "
+               "read")
+    elif name.startswith("SQLITE_NOTADB"):
+        return StoreError(f"{path}: not a traceloupe store or damaged ({exc}); it was left untouched")
+    elif name.startswith("SQLITE_IOERR"):
+        why = "the store could not be read or written (is the disk full, failing or gone?)"
+    elif name.startswith("SQLITE_CANTOPEN"):
+        why = "the store cannot be opened: check that the file and its folder can be read"
+    elif name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
+        why = "another program has held the store's write lock for more than 30 s; try again"
+    else:
+        return StoreError(f"{path}: not a traceloupe store or damaged ({exc})")
+    return StoreError(f"{path}: {why} ({exc})")
 
 
 class TraceNotFound(LookupError):
@@ -76,7 +126,9 @@ class TraceFilter:
     since: str | None = None
     until: str | None = None
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self, *, probe_search: bool = False) -> tuple[str, list[Any]]:
+        """The SQL condition and its parameters. `probe_search` asks the search index about each row in turn
+        instead of collecting all its hits first: faster for words that many traces hold (see list_traces)."""
         clauses: list[str] = []
         params: list[Any] = []
         if self.prompt_versions:
@@ -106,12 +158,25 @@ class TraceFilter:
             clauses.append("id IN (SELECT trace_id FROM findings WHERE rule_id = ?)")
             params.append(self.rule)
         if self.search:
-            like = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            clauses.append(
-                "(id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\' "
-                "OR header LIKE ? ESCAPE '\\')"
-            )
-            params += [like] * 4
+            fts = fts_query(self.search)
+            if fts is not None and probe_search:
+                clauses.append("EXISTS (SELECT 1 FROM search_docs AS d, trace_search WHERE d.trace_id = traces.id "
+                               "AND trace_search.rowid = d.doc AND trace_search MATCH ?)")
+                params.append(fts)
+            elif fts is not None:
+                # The full-text index: the words in order, the last one also as the start of a longer word.
+                clauses.append("id IN (SELECT trace_id FROM search_docs WHERE doc IN "
+                               "(SELECT rowid FROM trace_search WHERE trace_search MATCH ?))")
+                params.append(fts)
+            else:
+                # Text the index cannot tell apart ("100%", "$0.00", "{"): a substring of the trace's own fields,
+                # read row by row.
+                like = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                clauses.append(
+                    "(id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\' "
+                    "OR header LIKE ? ESCAPE '\\')"
+                )
+                params += [like] * 4
         if self.since:
             clauses.append("started_at >= ?")
             params.append(format_time(_parse_bound(self.since)))
@@ -148,6 +213,111 @@ def _parse_bound(text: str) -> datetime:
     if dt is None:
         raise ValueError(f"not a time: {text!r}")
     return dt
+
+
+# Characters that separate words inside the things people search for (trc_7J4k9, gpt-4o, a.b/c, name@v7): a query
+# made of words and these goes to the full-text index. Any other symbol ("100%", "$0.00") means the user is
+# after exact characters the index does not keep, and the search falls back to a substring match.
+_FTS_SEPARATORS = frozenset(" \t_-./:@,'\"?!()")
+_FTS_WORD = re.compile(r"[^\W_]+")
+# A search either collects every hit and sorts them (~4 µs a hit) or walks the list newest first and asks the index
+# about each row (~100 µs a row, 50 / share-of-traces-hit rows for a page of 50). Walking wins once a word is in
+# more than sqrt(SEARCH_COST_RATIO / traces) of the traces: 3.5% of a million, 11% of 100,000, never for small
+# stores. Words in between are the slow case (~0.1 s at a million).
+SEARCH_COST_RATIO = 1_250
+SEARCH_MIN_HITS = 1_000  # below this many hits, sorting them is always quick
+SEARCH_TEXT_LIMIT = 200_000  # characters of one trace's text that are indexed (a 5 MB answer is cut there)
+_SEARCH_PIECE_LIMIT = 20_000  # characters of any one text field
+
+
+def fts_query(text: str) -> str | None:
+    """The FTS5 query for a search text, or None when the text must be matched as a substring instead."""
+    words = _FTS_WORD.findall(text)
+    if not words or any(not (ch.isalnum() or ch in _FTS_SEPARATORS) for ch in text):
+        return None
+    # One phrase: the words in order; the last may be the start of a longer word ("refund the la" finds "last").
+    return '"' + " ".join(words) + '"*'
+
+
+def _texts(value: Any, out: list[str], depth: int = 0) -> None:
+    """Every string and number in a value, for the index; object keys are left out (the same words in every
+    trace, they would only make the index bigger)."""
+    if isinstance(value, str):
+        out.append(value[:_SEARCH_PIECE_LIMIT])
+    elif isinstance(value, dict) and depth < 20:
+        for v in value.values():
+            _texts(v, out, depth + 1)
+    elif isinstance(value, list) and depth < 20:
+        for v in value:
+            _texts(v, out, depth + 1)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out.append(str(value))
+
+
+def search_text(trace: Trace) -> str:
+    """What the full-text index holds for a trace: its ID, name, prompt, user and session, tags, input and output,
+    and per step the name, model, messages, output, tool arguments, result and error. A text repeated in every
+    model call's conversation is indexed once."""
+    parts: list[str] = [trace.id]
+    for v in (trace.name, trace.prompt.name if trace.prompt else None, trace.prompt.version if trace.prompt else None,
+              trace.user_id, trace.session_id):
+        if v:
+            parts.append(v)
+    parts.extend(trace.tags)
+    _texts(trace.input, parts)
+    _texts(trace.output, parts)
+    for step in trace.steps:
+        for v in (step.name, step.model):
+            if v:
+                parts.append(v)
+        for m in step.messages:
+            _texts(m.content, parts)
+            for call in m.tool_calls:
+                parts.append(call.name)
+                _texts(call.arguments, parts)
+        _texts(step.output, parts)
+        _texts(step.arguments, parts)
+        _texts(step.result, parts)
+        if step.error is not None:
+            _texts([step.error.type, step.error.message], parts)
+    seen: set[str] = set()
+    kept: list[str] = []
+    size = 0
+    for p in parts:
+        if p in seen:
+            continue
+        seen.add(p)
+        kept.append(p)
+        size += len(p) + 1
+        if size >= SEARCH_TEXT_LIMIT:
+            break
+    return "\n".join(kept)[:SEARCH_TEXT_LIMIT]
+
+
+def _stored_trace(conn: sqlite3.Connection, trace_id: str) -> Trace | None:
+    """A stored trace with its steps, as written (the text of its search document is made from it)."""
+    row = conn.execute("SELECT header FROM traces WHERE id = ?", (trace_id,)).fetchone()
+    if row is None:
+        return None
+    trace = Trace.model_validate(json.loads(row[0]))
+    trace.steps = [Step.model_validate_json(r[0]) for r in conn.execute(
+        "SELECT data FROM steps WHERE trace_id = ? ORDER BY idx", (trace_id,))]
+    return trace
+
+
+def index_existing_traces(conn: sqlite3.Connection) -> int:
+    """Search documents for every stored trace that has none (the search migration, on a store with traces)."""
+    n = 0
+    ids = [r[0] for r in conn.execute(
+        "SELECT id FROM traces WHERE id NOT IN (SELECT trace_id FROM search_docs)").fetchall()]
+    for tid in ids:
+        trace = _stored_trace(conn, tid)
+        if trace is None:
+            continue
+        doc = conn.execute("INSERT INTO search_docs (trace_id) VALUES (?)", (tid,)).lastrowid
+        conn.execute("INSERT INTO trace_search (rowid, body) VALUES (?, ?)", (doc, search_text(trace)))
+        n += 1
+    return n
 
 
 @dataclass
@@ -388,24 +558,113 @@ class Store:
         # The rules' configuration used at ingest; None: the one active for the caller (see rules.using_config).
         self.rules_config = rules_config
         self._lock = threading.RLock()
+        # Opened for reading only: the file or its folder cannot be written. Writes raise StoreError saying so.
+        self.read_only = False
+        # Things the user should hear about opening (a migration and its backup); the caller shows them.
+        self.notices: list[str] = []
+        self.backup: Path | None = None  # the copy taken before migrating an older store
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a store file")
         if not self.path.exists():
             if not create:
                 raise StoreError(f"{self.path}: no store there (loupe ingest creates one)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot create the store's folder: {exc.strerror or exc}") from exc
+            if not _can_write(self.path.parent):
+                raise StoreError(f"{self.path}: cannot create the store: the folder {self.path.parent} is read-only")
+        else:
+            self.read_only = not (_can_write(self.path) and _can_write(self.path.parent))
+        conn: sqlite3.Connection | None = None
         try:
             # Autocommit mode: every write transaction is explicit (see _write). One connection is shared by
             # the UI's worker threads, guarded by self._lock.
-            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
+            conn = self._connect()
             self.db = Database(conn)
             conn.execute("PRAGMA busy_timeout = 30000")
             self._check_version()
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            migrations.apply(self.db)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a traceloupe store or damaged ({exc})") from exc
+            if self.read_only:
+                pending = [m.name for m in migrations.pending(self.db)]
+                if pending:
+                    raise StoreError(
+                        f"{self.path}: this store is from an older loupe and needs upgrading ({', '.join(pending)}), "
+                        "but it is read-only; it was left untouched. Make the file and its folder writable, or open "
+                        "a writable copy"
+                    )
+            else:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self._migrate()
+        except StoreError:
+            if conn is not None:
+                conn.close()
+            raise
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise store_failure(self.path, exc) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.read_only:
+            return sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
+        # Read-only: SQLite must not try to write (a read-only mount refuses it with a misleading "unable to open").
+        # A WAL store in a folder where its -wal and -shm files neither exist nor can be created is opened
+        # immutable: no writer can be using it, since a writer needs those files.
+        side = [Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm")]
+        immutable = not _can_write(self.path.parent) and not any(p.exists() for p in side)
+        uri = f"{self.path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30, isolation_level=None)
+
+    def _migrate(self) -> None:
+        """Apply pending migrations. An existing store is copied first (SQLite's backup API, a consistent copy
+        even while others write), and the copy is named in a notice; a store that cannot be copied is not
+        migrated."""
+        applied = [m.name for m in migrations.applied(self.db)]
+        pending = [m.name for m in migrations.pending(self.db)]
+        if applied and pending:
+            stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%S")
+            last = applied[-1].split("_", 1)[0]
+            backup = self.path.with_name(f"{self.path.name}.bak-{last}-{stamp}")
+            n = 1
+            while backup.exists():
+                n += 1
+                backup = self.path.with_name(f"{self.path.name}.bak-{last}-{stamp}-{n}")
+            try:
+                target = sqlite3.connect(str(backup))
+                try:
+                    with self._lock:
+                        self.db.conn.backup(target)
+                finally:
+                    target.close()
+            except sqlite3.Error as exc:
+                backup.unlink(missing_ok=True)
+                raise StoreError(
+                    f"{self.path}: this store is from an older loupe and needs upgrading ({', '.join(pending)}), "
+                    f"but the backup copy {backup} could not be written ({exc}); nothing was changed"
+                ) from exc
+            self.backup = backup
+        # All of them in one transaction under the write lock: two programs opening an old store at once migrate
+        # it once, and a migration that fails (a damaged page, a full disk) leaves the store as it was. (Every
+        # migration so far is transactional; one that is not, a VACUUM, would have to run after the COMMIT.)
+        with self._lock:
+            conn = self.db.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                migrations.apply(self.db)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if self.backup is not None:
+                    self.backup.unlink(missing_ok=True)  # the store is unchanged: the copy would only be litter
+                    self.backup = None
+                raise
+        if self.backup is not None:
+            self.notices.append(
+                f"{self.path}: upgraded from an older loupe ({', '.join(pending)} applied); the store as it was "
+                f"is kept in {self.backup}"
+            )
 
     def _check_version(self) -> None:
         """Refuse, untouched, a store from a newer loupe and an SQLite file that belongs to something else."""
@@ -438,16 +697,34 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so a second writer waits for
-        busy_timeout instead of failing with "database is locked" when its read turns into a write."""
+        busy_timeout instead of failing with "database is locked" when its read turns into a write.
+
+        A failure of the store itself (full disk, read-only or damaged file) is raised as StoreError naming the
+        file; nothing of the transaction is then stored."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: the store cannot be written: the file or its folder is read-only; "
+                             "nothing was changed")
         with self._lock:
             conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    # SQLite may already have rolled back (a full disk does): ROLLBACK again would hide why.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if is_store_failure(exc):
+                    raise store_failure(self.path, exc) from exc
                 raise
-            conn.execute("COMMIT")
 
     def insert_traces(self, traces: Iterable[Trace]) -> IngestCounts:
         """Insert or replace traces (the same ID updates, never duplicates), with costs and findings.
@@ -461,6 +738,8 @@ class Store:
                 try:
                     existed, found = self._write_trace(conn, trace)
                 except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
+                    if is_store_failure(exc) or not conn.in_transaction:
+                        raise  # the store failed, not this trace: the whole batch is rolled back (see _write)
                     conn.execute("ROLLBACK TO trace")
                     conn.execute("RELEASE trace")
                     counts.failed.append((trace.id, trace.source, f"cannot be stored: {exc}"))
@@ -496,7 +775,17 @@ class Store:
         totals.findings = len(rules.findings)
         start, end = trace_bounds(trace)
         existed = conn.execute("SELECT 1 FROM traces WHERE id = ?", (trace.id,)).fetchone() is not None
+        doc_row = conn.execute("SELECT doc FROM search_docs WHERE trace_id = ?", (trace.id,)).fetchone()
         if existed:
+            if doc_row is not None:
+                # A contentless index forgets a document only when told the words it was given.
+                try:
+                    old = _stored_trace(conn, trace.id)
+                except ValueError:
+                    old = None  # unreadable as a trace now: its old words stay, pointing at this trace only
+                if old is not None:
+                    conn.execute("INSERT INTO trace_search (trace_search, rowid, body) VALUES ('delete', ?, ?)",
+                                 (doc_row[0], search_text(old)))
             conn.execute("DELETE FROM steps WHERE trace_id = ?", (trace.id,))
             conn.execute("DELETE FROM findings WHERE trace_id = ?", (trace.id,))
             conn.execute("DELETE FROM traces WHERE id = ?", (trace.id,))
@@ -543,6 +832,9 @@ class Store:
                 for i, f in enumerate(rules.findings)
             ],
         )
+        doc = doc_row[0] if doc_row is not None else conn.execute(
+            "INSERT INTO search_docs (trace_id) VALUES (?)", (trace.id,)).lastrowid
+        conn.execute("INSERT INTO trace_search (rowid, body) VALUES (?, ?)", (doc, search_text(trace)))
         return existed, len(rules.findings)
 
     # ------------------------------------------------------------------ reads
@@ -616,6 +908,23 @@ class Store:
         with self._lock:
             return self.db.conn.execute(f"SELECT count(*) FROM traces WHERE {where}", params).fetchone()[0]
 
+    def _common_search(self, flt: TraceFilter) -> bool:
+        """Whether the filter searches the index for words common enough that walking the list is faster than
+        sorting their hits (see SEARCH_COST_RATIO); the hits are counted only up to that point."""
+        query = fts_query(flt.search) if flt.search else None
+        if query is None:
+            return False
+        with self._lock:
+            conn = self.db.conn
+            docs = conn.execute("SELECT max(doc) FROM search_docs").fetchone()[0] or 0  # ~ traces, in O(log n)
+            enough = max(SEARCH_MIN_HITS, int((SEARCH_COST_RATIO * docs) ** 0.5))
+            if docs < 2 * enough:
+                return False
+            n = conn.execute(
+                "SELECT count(*) FROM (SELECT rowid FROM trace_search WHERE trace_search MATCH ? LIMIT ?)",
+                (query, enough)).fetchone()[0]
+        return bool(n >= enough)
+
     def list_traces(
         self,
         flt: TraceFilter | None = None,
@@ -625,7 +934,10 @@ class Store:
         after: tuple[str | None, str] | None = None,
     ) -> list[TraceSummary]:
         """Traces newest first. Page with `after` (the last row's (started_at, id)) or, for jumps, `offset`."""
-        where, params = (flt or TraceFilter()).where()
+        flt = flt or TraceFilter()
+        # A search for words many traces hold is answered by walking the list newest first and asking the index
+        # about each row (a few rows per hit); one for rare words by collecting the hits and sorting them.
+        where, params = flt.where(probe_search=self._common_search(flt))
         sql = f"SELECT {SUMMARY_COLUMNS} FROM traces WHERE {where}"
         if after is not None:
             started, tid = after
@@ -636,7 +948,10 @@ class Store:
             else:
                 sql += " AND (started_at < ? OR (started_at = ? AND id < ?) OR started_at IS NULL)"
                 params = [*params, started, started, tid]
-        sql += " ORDER BY started_at IS NULL, started_at DESC, id DESC LIMIT ?"
+        # SQLite sorts NULL below every value, so DESC puts traces without a start time last by itself; spelling
+        # that out ("started_at IS NULL" first) would keep the indexes from giving the order, and every page
+        # would sort all the matching rows (seconds at a million traces).
+        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
         params = [*params, limit]
         if offset:
             sql += " OFFSET ?"

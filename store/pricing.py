@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-
-from genai_prices import Usage as PriceUsage
-from genai_prices.data_snapshot import get_snapshot
+from typing import Any
 
 from .models import Step, StepCost
 
@@ -31,7 +29,9 @@ class Pricer:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str | None, str], Rate | None] = {}
-        self._snapshot = get_snapshot()
+        # genai-prices (and the HTTP client it imports) is loaded on the first price asked for: commands that
+        # only read stored costs, like `loupe show`, never pay the ~0.1 s it takes to import.
+        self._snapshot: Any = None
 
     def rate(self, model: str | None, provider: str | None = None) -> Rate | None:
         if not model or not model.strip():
@@ -44,6 +44,10 @@ class Pricer:
         return rate
 
     def _resolve(self, model: str, provider: str | None) -> Rate | None:
+        if self._snapshot is None:
+            from genai_prices.data_snapshot import get_snapshot
+
+            self._snapshot = get_snapshot()
         found = None
         attempts: list[tuple[str, str | None]] = [(model, provider)] if provider else []
         if "/" in model:
@@ -93,6 +97,8 @@ class Pricer:
         cache_read = usage.cache_read_tokens or 0
         cache_write = usage.cache_write_tokens or 0
         if rate.tiered is not None:
+            from genai_prices import Usage as PriceUsage
+
             calc = rate.tiered.calc_price(  # type: ignore[attr-defined]
                 PriceUsage(
                     input_tokens=usage.input_tokens,

@@ -21,7 +21,8 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="Only traces whose
 StatusOpt = Annotated[str | None, typer.Option("--status", help="ok or error.")]
 ViolationsOpt = Annotated[bool, typer.Option("--violations", help="Only traces with findings.")]
 RuleOpt = Annotated[str | None, typer.Option("--rule", help="Only traces with a finding of this rule ID.")]
-SearchOpt = Annotated[str | None, typer.Option("--search", help="Text in the trace ID, name, model, input or output.")]
+SearchOpt = Annotated[str | None, typer.Option(
+    "--search", help="Words in the trace's ID, name, model, messages or tool calls (the last may be cut short).")]
 SinceOpt = Annotated[str | None, typer.Option("--since", help="Only traces started at or after this ISO time.")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Only traces started before this ISO time.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]

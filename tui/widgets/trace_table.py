@@ -29,7 +29,10 @@ from tui.format import NOT_APPLICABLE, UNKNOWN, fmt_latency, fmt_time, one_line,
 from tui.workers import ReportsWorkerFailures
 
 PAGE_SIZE = 200
-MAX_PAGES = 50  # pages kept in the LRU cache: 10,000 rows at the default page size
+# Pages kept in the LRU cache: 2,400 rows at the default page size, some fifty screens. Rows are cheap to read
+# again (keyset queries), and the cache is most of what the list holds in memory.
+MAX_PAGES = 12
+MAX_STRIPS = 400  # rendered rows kept: a few screens' worth
 
 SEVERITY_STYLE = {"error": Style(color="red", bold=True), "warning": Style(color="yellow"), "info": Style(color="cyan")}
 # The worst severity as a letter beside the count, so that it reads without colour too ("2 E").
@@ -348,6 +351,9 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         self._pending_cursor: int | None = None  # a row to put the cursor on once the rows are counted
         self._refresh_token = 0
         self._locating: str | None = None  # a trace being looked for by select_trace
+        # Rendered rows (before the cursor's and the widget's style), by (generation, row, width): a frame that
+        # scrolls by a line or moves the cursor renders only the rows it has not shown before.
+        self._strips: OrderedDict[tuple[int, int, int], Strip] = OrderedDict()
 
     # ------------------------------------------------------------------ public API
 
@@ -364,13 +370,15 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         """Forget cached rows and count and fetch again (new traces may have been written meanwhile)."""
         self._generation += 1
         self._pages.clear()
+        self._strips.clear()
         self._loading.clear()
         self._failed.clear()
         self._wanted.clear()
         self._pending_cursor = None
         self._locating = None
         self.row_count = None
-        self.virtual_size = Size(0, 1)
+        # The scroll range stays until the new count is known: changing it costs a layout pass (a frame), and it
+        # changes again when the count comes.
         self.scroll_to(y=0, animate=False)
         self.cursor_row = 0
         self._count_rows(self._generation, self.filter)
@@ -507,6 +515,7 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         cursor = message.place[0] + self.cursor_row - message.start[0]
         scroll = message.place[1] + int(self.scroll_y) - message.start[1]
         self._generation += 1  # pages still loading hold the old rows
+        self._strips.clear()
         self._pages = OrderedDict(sorted(message.pages.items()))
         self._loading.clear()
         self._failed.clear()
@@ -581,10 +590,24 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
 
     def _post_highlighted(self) -> None:
         tid = self.selected_trace_id
+        if tid is None and self._cursor_row_loading():
+            # The row under the cursor is being read (a new filter, a page not read yet): the highlight changes
+            # when it is there, in one step, rather than to "nothing" and back (two footer rebuilds).
+            return
         if tid != self._last_highlighted:
+            had = self._last_highlighted is not None
             self._last_highlighted = tid
             self.post_message(self.Highlighted(tid))
-            self.refresh_bindings()
+            if had != (tid is not None):
+                # Only whether a trace is selected changes what `enter` can do: the footer is not rebuilt on
+                # every cursor move (a rebuild costs more than a frame).
+                self.refresh_bindings()
+
+    def _cursor_row_loading(self) -> bool:
+        if self.row_count is None:
+            return True  # still counting: a later message (page or count) posts the highlight
+        page = self.cursor_row // self.page_size
+        return bool(self.row_count) and page not in self._pages and page not in self._failed
 
     # ------------------------------------------------------------------ rendering
 
@@ -596,10 +619,13 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
             return self._header_strip(columns, width, base)
         index = int(self.scroll_y) + y - 1
         if self.row_count is None:
-            if index == 0:
-                return self._placeholder(width, base, "loading…")
-            return Strip.blank(width, base)
-        if index >= self.row_count:
+            # The first page is often read before the rows are counted (counting a million rows takes longer
+            # than reading two hundred): its rows are shown at once, the rest once the count is known.
+            if self.row(index) is None:
+                if index == 0:
+                    return self._placeholder(width, base, "loading…")
+                return Strip.blank(width, base)
+        elif index >= self.row_count:
             if self.row_count == 0 and index == 0:
                 return self._placeholder(width, base, "no traces match")
             return Strip.blank(width, base)
@@ -610,13 +636,22 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
             self._want(index // self.page_size)
             strip = self._placeholder(width, base, "…")
         else:
-            segments: list[Segment] = []
-            for i, (col, w) in enumerate(columns):
-                if i:
-                    segments.append(Segment(" " * GAP))
-                text, style = cell_values(row, col, w)
-                segments.append(Segment(fit(text, w, col.align), style))
-            strip = Strip(segments).extend_cell_length(width).crop(0, width)
+            key = (self._generation, index, width)
+            cached = self._strips.get(key)
+            if cached is None:
+                segments: list[Segment] = []
+                for i, (col, w) in enumerate(columns):
+                    if i:
+                        segments.append(Segment(" " * GAP))
+                    text, style = cell_values(row, col, w)
+                    segments.append(Segment(fit(text, w, col.align), style))
+                cached = Strip(segments).extend_cell_length(width).crop(0, width)
+                self._strips[key] = cached
+                if len(self._strips) > MAX_STRIPS:
+                    self._strips.popitem(last=False)
+            else:
+                self._strips.move_to_end(key)
+            strip = cached
         if index == self.cursor_row:
             cursor = self.get_component_rich_style("trace-table--cursor")
             return strip.apply_style(base + cursor)
@@ -642,6 +677,12 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         self._scroll_cursor_into_view()
         self.refresh()
         self._post_highlighted()
+        # The pages on either side are read ahead, so that paging down (or up) lands on rows already read:
+        # no "…" row, no extra frame, and the keys in the footer do not flicker off while a page loads.
+        page = new // self.page_size
+        for ahead in (page + 1, page - 1):
+            if ahead >= 0 and self.row_count is not None and ahead * self.page_size < self.row_count:
+                self._want(ahead)
 
     def validate_cursor_row(self, value: int) -> int:
         if not self.row_count:

@@ -1,16 +1,25 @@
 """An OTLP/HTTP receiver: spans posted to /v1/traces (and GenAI events posted as log records to /v1/logs) are committed
-to the store before they are acknowledged."""
+to the store before they are acknowledged.
+
+What a request gets, as the OTLP/HTTP specification has it: a body that cannot be read at all (not JSON or protobuf,
+bad compression, over the size limit, the wrong content type) is refused whole with a 4xx status and a reason, and
+nothing of it is stored; spans that can be read are stored trace by trace, each trace whole or not at all, and the
+ones left out are counted in a 200 response's `partial_success` (`rejected_spans` with the reasons; OTLP says not to
+retry those); a store that cannot be written (full disk, read-only or damaged file) stores nothing of the request
+and answers 503 with Retry-After, which exporters retry."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 import sqlite3
 import threading
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -28,7 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from .db import Store
+from .db import Store, StoreError
 from .importers.base import ImportResult, scrub_parsed
 from .importers.otlp import traces_from_request
 
@@ -106,8 +115,8 @@ class Received:
 
 
 def store_request(store: Store, doc: Mapping[str, Any], source: str = SOURCE) -> Received:
-    """Read one OTLP request document and commit its traces. Raises sqlite3.Error when the store cannot be written
-    (nothing of the request is then stored)."""
+    """Read one OTLP request document and commit its traces. Raises StoreError (or sqlite3.Error) when the store
+    cannot be written (nothing of the request is then stored)."""
     result = ImportResult()
     traces = traces_from_request(doc, source, result)
     counts = store.insert_traces(traces)
@@ -190,7 +199,8 @@ def _inflate(data: bytes, wbits: int, limit: int, name: str) -> bytes:
         except zlib.error as exc:
             raise RequestError(400, f"the body is not valid {name} data: {exc}") from exc
         if len(out) > limit:
-            raise RequestError(413, f"the body is over {limit:,} bytes once decompressed")
+            raise RequestError(413, f"the body is over {limit:,} bytes once decompressed, the most taken "
+                                    "(loupe serve --max-body)")
         if not d.eof:
             raise RequestError(400, f"the {name} data ends early: the body is truncated")
         data = d.unused_data
@@ -340,6 +350,19 @@ class OTLPRequestHandler(BaseHTTPRequestHandler):
         self._reply(error.status, body, ctype, close=close, headers=headers)
         self.server.report(Outcome(self._peer(), self.command, self._path(), error.status, error=error.message))
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What http.server refuses before a handler runs (a request line that is not HTTP, a TLS hello, headers
+        too long): answered like every other refusal, with a status line and the reason in words (not an HTML
+        page), reported on the console, and the connection closed."""
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # no one speaks 0.9 to an OTLP receiver: give them a status line
+        reason = message or HTTPStatus(code).phrase
+        headers = getattr(self, "headers", None)
+        body, ctype = error_body(media_type(headers.get("Content-Type")) if headers is not None else None, reason)
+        self._reply(code, body, ctype, close=True)
+        path = urlsplit(getattr(self, "path", "") or "").path or "?"
+        self.server.report(Outcome(self._peer(), self.command or "?", path, code, error=reason))
+
     def _signal(self) -> str | None:
         return PATHS.get(self._path().rstrip("/"))
 
@@ -371,7 +394,8 @@ class OTLPRequestHandler(BaseHTTPRequestHandler):
             if size < 0:
                 return RequestError(400, f"Content-Length {length!r} is not a size")
             if size > self.server.max_body:
-                return RequestError(413, f"the body is {size:,} bytes; at most {self.server.max_body:,} are taken")
+                return RequestError(413, f"the body is {size:,} bytes; at most {self.server.max_body:,} are taken "
+                                         "(loupe serve --max-body)")
         elif "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
             return RequestError(411, "a Content-Length header (or chunked transfer encoding) is needed")
         return None
@@ -407,7 +431,7 @@ class OTLPRequestHandler(BaseHTTPRequestHandler):
                     pass
                 return bytes(body)
             if len(body) + size > limit:
-                raise RequestError(413, f"the body is over {limit:,} bytes")
+                raise RequestError(413, f"the body is over {limit:,} bytes, the most taken (loupe serve --max-body)")
             chunk = self.rfile.read(size)
             if len(chunk) < size:
                 raise RequestError(400, "the chunked body ended early")
@@ -443,10 +467,15 @@ class OTLPRequestHandler(BaseHTTPRequestHandler):
             except RequestError as exc:
                 self._fail(exc, close=False)
                 return
-            except sqlite3.Error as exc:
-                # Nothing was committed: the exporter may send the batch again (503 is retried).
+            except StoreError as exc:
+                # Nothing was committed: the exporter may send the batch again (503 is retried). The message
+                # already names the store file and says why (full disk, read-only, damaged).
                 self._fail(RequestError(503, f"the store cannot be written now: {exc}"), close=False,
-                           headers={"Retry-After": "1"})
+                           headers={"Retry-After": "5"})
+                return
+            except sqlite3.Error as exc:
+                self._fail(RequestError(503, f"the store {self.server.store.path} cannot be written now: {exc}"),
+                           close=False, headers={"Retry-After": "1"})
                 return
             except Exception as exc:  # a bug here must answer the exporter, not drop its connection silently
                 self._fail(RequestError(500, f"internal error: {type(exc).__name__}: {exc}"), close=True)
@@ -520,6 +549,23 @@ class _Busy:
         with self.server._idle:
             self.server._active -= 1
             self.server._idle.notify_all()
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes from "65536", "512K", "64MB" or "1 GiB" (binary multiples). Raises ValueError saying what
+    is wrong."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (give bytes, or a number with K, M or G)")
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size < 1:
+        raise ValueError(f"not a size: {text!r} (at least 1 byte)")
+    return size
 
 
 def _family(host: str, port: int) -> socket.AddressFamily:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from store.db import AmbiguousTraceId, Store, StoreError, TraceFilter, TraceNotFound
+from store.db import AmbiguousTraceId, Store, StoreError, TraceFilter, TraceNotFound, store_failure
 
 from .options import (
     DbOpt,
@@ -42,6 +43,27 @@ class _LoupeGroup(TyperGroup):
                 args = ["open", *args]
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: Any) -> Any:
+        # A store that fails after it opened (damaged pages found by a query, a full disk, a file made read-only)
+        # ends any command the same way: a message naming the file, exit 3, never a traceback or exit 1.
+        _opened.clear()
+        try:
+            return super().invoke(ctx)
+        except StoreError as exc:
+            _err(str(exc))
+            raise typer.Exit(EXIT_INPUT) from exc
+        except sqlite3.DatabaseError as exc:
+            where = _opened[-1].path if _opened else Path("the store")
+            _err(str(store_failure(where, exc)))
+            raise typer.Exit(EXIT_INPUT) from exc
+        finally:
+            for store in _opened:
+                store.close()  # closed when the command ends, whatever happened: nothing is left half-open
+            _opened.clear()
+
+
+_opened: list[Store] = []  # the stores this invocation opened, to name the file when one fails later
+
 
 app = typer.Typer(
     cls=_LoupeGroup,
@@ -70,10 +92,19 @@ def _open_store(db: Path | None, *, create: bool = False) -> Store:
         _err(str(exc))
         raise typer.Exit(EXIT_INPUT) from exc
     try:
-        return Store(db, create=create or db is None, rules_config=config)
+        store = Store(db, create=create or db is None, rules_config=config)
     except StoreError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_INPUT) from exc
+    _opened.append(store)
+    for notice in store.notices:
+        _err(notice)
+    if create and store.read_only:
+        # Commands that write say so before they start rather than after reading their input.
+        store.close()
+        _err(f"{store.path}: the store cannot be written: the file or its folder is read-only; nothing was changed")
+        raise typer.Exit(EXIT_INPUT)
+    return store
 
 
 def _filter(
@@ -210,7 +241,20 @@ def ingest(
             stored += n
             progress.update(task, traces=stored)
 
-        report = ingest_paths(store, files, fmt, on_file=on_file, on_batch=on_batch)
+        with _StopOnSignal() as stop:
+            try:
+                report = ingest_paths(store, files, fmt, on_file=on_file, on_batch=on_batch, stop=stop.requested)
+            except KeyboardInterrupt as exc:
+                # Asked twice: stopped at once. The batch being written was rolled back; those before it stay.
+                progress.stop()
+                _err(f"interrupted: {plural(stored, 'trace')} stored in {store.path}; run the same command again "
+                     "to finish (a stored trace is updated, never duplicated)")
+                raise typer.Exit(128 + (stop.signum or 2)) from exc
+            except StoreError as exc:
+                progress.stop()
+                _err(str(exc))
+                _err(f"{plural(stored, 'trace')} had been stored in {store.path} before that")
+                raise typer.Exit(EXIT_INPUT) from exc
         progress.update(task, completed=len(files))
     out = Console(highlight=False, soft_wrap=True)
     c = report.counts
@@ -232,8 +276,45 @@ def ingest(
         out.print(f"Skipped {plural(n, 'record')}: {inert(reason)}{at}", markup=False)
     for problem in report.problems:
         _err(str(problem))
+    if report.interrupted:
+        _err(f"interrupted: {plural(c.traces, 'trace')} stored in {store.path}; run the same command again to "
+             "finish (a stored trace is updated, never duplicated)")
+        raise typer.Exit(128 + (stop.signum or 2))
     if report.problems or missing:
         raise typer.Exit(EXIT_INPUT)
+
+
+class _StopOnSignal:
+    """Ctrl+C (or SIGTERM) during an ingest: the first asks it to stop once the traces read so far are committed;
+    a second stops it at once (the batch being written is rolled back). Exit code 128 + the signal, as shells do."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        _err("stopping once the traces read so far are stored (Ctrl+C again stops now)")
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command("ls")
@@ -328,19 +409,27 @@ def serve(
                                                      "receiver has no authentication.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="The port to listen on (4318: OTLP/HTTP's own).")] = 4318,
     db: DbOpt = None,
+    max_body: Annotated[str, typer.Option(
+        "--max-body", help="The largest request body taken, before and after decompression: bytes, or with K, M "
+                           "or G (binary). Larger requests are refused with 413.")] = "64M",
 ) -> None:
     """Receive OTLP/HTTP traces (POST /v1/traces, JSON or protobuf) into the store until Ctrl+C."""
     import signal
     import threading
     import time
 
-    from store.server import OTLPServer, Outcome, is_loopback
+    from store.server import OTLPServer, Outcome, is_loopback, parse_size
 
     from .format import inert, plural
 
     if not 0 <= port <= 65535:
         _err(f"--port must be between 0 and 65535, not {port}")
         raise typer.Exit(EXIT_USAGE)
+    try:
+        body_limit = parse_size(max_body)
+    except ValueError as exc:
+        _err(f"--max-body: {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
     store = _open_store(db, create=True)
     printing = threading.Lock()
     totals = {"requests": 0, "spans": 0}
@@ -375,7 +464,7 @@ def serve(
             say(f"  … and {len(r.problems) - 5} more problems", err=True)
 
     try:
-        server = OTLPServer(host, port, store, on_request=on_request)
+        server = OTLPServer(host, port, store, on_request=on_request, max_body=body_limit)
     except OSError as exc:
         _err(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         store.close()
@@ -425,9 +514,11 @@ def schema(db: DbOpt = None) -> None:
 def _register_more() -> None:
     from .check_cmd import register
     from .evals_cmd import register as register_evals
+    from .versions_cmd import register as register_versions
 
     register(app)
     register_evals(app)
+    register_versions(app)
 
 
 _register_more()

@@ -49,6 +49,7 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         Binding("e", "promote", "Promote", id="list.promote"),
         Binding("E", "preview_case", "Review case", show=False, id="list.preview_case"),
         Binding("c", "cases", "Eval cases", show=False, id="list.cases"),
+        Binding("p", "versions", "Versions", show=False, id="list.versions"),
         Binding("r", "reload", "Reload", id="list.reload"),  # in the footer from WIDE_FOOTER columns
         Binding("escape", "cancel_search", "Cancel", show=False, id="list.cancel_search"),
         Binding("q", "app.quit", "Quit", id="list.quit"),
@@ -61,10 +62,12 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
                        "toggle_findings"),
         PaletteCommand("list: filter by rule", "Show only traces where one rule found something, or all",
                        "pick_rule"),
-        PaletteCommand("list: search", "Search trace IDs, names, models and headers", "search"),
+        PaletteCommand("list: search", "Search the text of traces: IDs, names, models, messages, tool calls",
+                       "search"),
         PaletteCommand("list: promote to eval case", "Turn the selected trace into a regression case", "promote"),
         PaletteCommand("list: review and promote", "Preview the eval case, edit it, then save it", "preview_case"),
         PaletteCommand("list: eval cases", "The eval cases and their last results", "cases"),
+        PaletteCommand("list: prompt versions", "Every prompt version side by side; compare two", "versions"),
         PaletteCommand("list: reload", "Read the store again", "reload"),
     )
 
@@ -91,12 +94,13 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         # every later reading happens in a worker.
         self._data_version: int | None = store.data_version() if poll_interval else None
         self._poll_worker: Worker[None] | None = None
+        self._had_selection = False  # whether a trace was selected when the keys were last refreshed
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◎")
         yield Static(Text("counting…", style="dim"), id="list-summary")
         yield TraceTable(self.store, self._initial_filter, page_size=self.page_size, id="traces")
-        yield Input(placeholder="search trace IDs, names, models, headers — enter to apply, escape to cancel",
+        yield Input(placeholder="search words in IDs, names, messages, tool calls — enter to apply, escape to cancel",
                     id="search", classes="-hidden")
         yield WideFooter(wide_only={"pick_rule": RULE_FOOTER, "reload": WIDE_FOOTER})
 
@@ -158,7 +162,11 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         self._update_summary()
 
     def on_trace_table_highlighted(self, message: TraceTable.Highlighted) -> None:
-        self.refresh_bindings()
+        # Only whether a trace is selected changes what the keys can do; the footer is rebuilt only then (its
+        # rebuild costs more than a frame, and the highlight changes on every cursor move).
+        if (message.trace_id is not None) != self._had_selection:
+            self._had_selection = message.trace_id is not None
+            self.refresh_bindings()
 
     def _update_summary(self) -> None:
         flt = self.table.filter
@@ -174,7 +182,8 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
             total = "?" if self.total is None else f"{self.total:,}"
             text.append(f" of {total} traces match: ")
             text.append(one_line(described, 200), style="bold cyan")
-        self.query_one("#list-summary", Static).update(text)
+        # One line, as wide as the screen whatever it says: no layout pass (it costs a frame) for a new count.
+        self.query_one("#list-summary", Static).update(text, layout=False)
 
     # ------------------------------------------------------------------ actions
 
@@ -190,7 +199,8 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         self._update_summary()
         self.table.set_filter(flt)
         self._count_total()
-        self.refresh_bindings()
+        # No refresh of the keys here: the table says when the selection comes or goes (Highlighted), and a
+        # footer rebuild on every filter change costs more than the new rows do.
 
     def action_pick_version(self) -> None:
         def chosen(value: list[str] | None) -> None:
@@ -198,6 +208,15 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
                 self._apply(dataclasses.replace(self.table.filter, prompt_versions=value))
 
         self.app.push_screen(VersionPicker(self.store, self.table.filter.prompt_versions), chosen)
+
+    def action_versions(self) -> None:
+        from tui.screens.versions import VersionsScreen
+
+        def chosen(value: list[str] | None) -> None:
+            if value is not None:
+                self._apply(dataclasses.replace(self.table.filter, prompt_versions=value))
+
+        self.app.push_screen(VersionsScreen(self.store, self.table.filter.prompt_versions), chosen)
 
     def action_pick_rule(self) -> None:
         def chosen(value: RuleChoice | None) -> None:

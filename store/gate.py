@@ -1,0 +1,223 @@
+"""The release gate: a candidate prompt version checked against its baseline (evals, error findings, cost, latency)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .config import Config
+from .db import Store
+from .versions import VersionKey, VersionStats, previous_version, version_stats
+
+if TYPE_CHECKING:
+    from .eval_run import EvalReport
+    from .models import EvalCase
+
+Status = Literal["pass", "fail", "warn", "unknown"]
+# "unknown" fails the gate like "fail": a number loupe does not know is not a pass. "warn" does not.
+FAILING: tuple[Status, ...] = ("fail", "unknown")
+
+EvalRunner = Callable[..., "EvalReport"]
+
+
+@dataclass
+class GateCheck:
+    """One line of the checklist: what was checked, how it went, and the numbers behind it."""
+
+    check: str  # "evals: refunds", "error findings", "cost per trace", "p95 latency"
+    status: Status
+    summary: str  # the numbers, in words
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.check, "status": self.status, "summary": self.summary, "data": self.data}
+
+
+@dataclass
+class GateReport:
+    candidate: VersionStats
+    baseline: VersionStats | None
+    baseline_source: Literal["given", "previous"] | None  # "previous": the version first seen before the candidate
+    checks: list[GateCheck]
+    evals: EvalReport | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not any(c.status in FAILING for c in self.checks)
+
+    @property
+    def baseline_note(self) -> str:
+        prompt = self.candidate.key.prompt or "(no prompt)"
+        if self.baseline is None:
+            return f"no baseline: no version of {prompt} was first seen before {self.candidate.key.label}"
+        if self.baseline_source == "previous":
+            return (f"baseline {self.baseline.key.label}: the version of {prompt} first seen before the candidate "
+                    "(--baseline chooses another)")
+        return f"baseline {self.baseline.key.label}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate.key.label,
+            "baseline": None if self.baseline is None else self.baseline.key.label,
+            "baseline_source": self.baseline_source, "baseline_note": self.baseline_note,
+            "passed": self.passed, "checks": [c.to_json() for c in self.checks],
+            "evals": None if self.evals is None else self.evals.to_json(),
+        }
+
+
+def pct(rate: float | None, *, down: bool = False) -> str:
+    """A rate as a percentage with one decimal; `down` rounds down, next to a gate (89.96% must not read as the
+    90% it misses). "?" when unknown."""
+    if rate is None:
+        return "?"
+    return f"{math.floor(rate * 1000 + 1e-9) / 10:.1f}%" if down else f"{rate * 100:.1f}%"
+
+
+def usd(value: float | None) -> str:
+    """USD with three significant digits below a dollar ($0.00248), cents above; "?" when unknown."""
+    if value is None:
+        return "?"
+    if value == 0:
+        return "$0"
+    if abs(value) < 1:
+        return f"${value:.{min(-math.floor(math.log10(abs(value))) + 2, 12)}f}"
+    return f"${value:,.2f}"
+
+
+def seconds(ms: float | None) -> str:
+    return "?" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def run_gate(store: Store, candidate: VersionKey, baseline: VersionKey | None = None, *, config: Config | None = None,
+             cases: list[EvalCase] | None = None, record: bool = True,
+             run_evals: EvalRunner | None = None) -> GateReport:
+    """Every check of the release gate for `candidate` against `baseline` (default: the version of the same prompt
+    first seen before it). `cases` are the eval cases (default: the store's); `record` keeps the eval results."""
+    config = config or Config()
+    source: Literal["given", "previous"] | None = "given"
+    if baseline is None:
+        baseline = previous_version(store, candidate)
+        source = "previous" if baseline is not None else None
+    cand = version_stats(store, candidate)
+    base = version_stats(store, baseline) if baseline is not None else None
+    if run_evals is None:
+        from .eval_run import run_evals as default_runner
+
+        run_evals = default_runner
+    evals = run_evals(store, candidate.label, None if baseline is None else baseline.label, config=config,
+                      cases=cases, record=record)
+    checks = [*eval_checks(evals), error_check(cand, base, config), cost_check(cand, base, config),
+              latency_check(cand, base, config)]
+    return GateReport(cand, base, source, checks, evals)
+
+
+def eval_checks(report: EvalReport) -> list[GateCheck]:
+    """One line per eval group. With no eval cases at all the line is a warning, not a failure: the other checks
+    still gate a release before the first case exists (a group named in evals.required with no case fails)."""
+    if not report.groups:
+        return [GateCheck("evals", "warn", "no eval cases (press e on a failing trace, or loupe promote, to make "
+                          "one)", {"cases": 0})]
+    out = []
+    for g in report.groups:
+        c = g.candidate
+        parts = [f"{c.passed}/{c.run} passed ({pct(c.rate, down=True)}), gate {g.gate * 100:g}%"]
+        if c.not_run:
+            parts.append(f"{c.not_run} not run")
+        if g.baseline is not None:
+            parts.append(f"baseline {g.baseline.passed}/{g.baseline.run} ({pct(g.baseline.rate, down=True)})")
+        if g.note and g.note not in parts:
+            parts.append(g.note)
+        if g.cases == 0:
+            parts = [f"no cases, and the group is required (evals.required), gate {g.gate * 100:g}%"]
+        status: Status = "pass" if g.passed else ("fail" if g.required else "warn")
+        out.append(GateCheck(f"evals: {g.group}", status, "; ".join(parts), g.to_json()))
+    return out
+
+
+def error_check(cand: VersionStats, base: VersionStats | None, config: Config) -> GateCheck:
+    """Traces with an error-severity finding: the candidate's rate at most the baseline's plus
+    gate.max_error_rate_increase (rate points)."""
+    allowed = config.gate.max_error_rate_increase
+    c = cand.error_findings
+    data: dict[str, Any] = {"candidate": c.to_json(), "max_increase": allowed}
+    mine = f"{c.count:,}/{c.of:,} traces ({pct(c.rate)})"
+    if base is None:
+        return GateCheck("error findings", "warn", f"{mine}; no baseline to compare with", data)
+    b = base.error_findings
+    data["baseline"] = b.to_json()
+    if c.rate is None or b.rate is None:
+        return GateCheck("error findings", "unknown", f"{mine}; baseline {b.count:,}/{b.of:,}", data)
+    limit = b.rate + allowed
+    status: Status = "pass" if c.rate <= limit + 1e-12 else "fail"
+    return GateCheck("error findings", status,
+                     f"{mine} vs baseline {b.count:,}/{b.of:,} ({pct(b.rate)}); at most {pct(limit)} allowed "
+                     f"(+{allowed * 100:g} points)", {**data, "limit": limit})
+
+
+def _partial_note(known: int, unknown: int, what: str) -> str:
+    return f"; {unknown:,} of {known + unknown:,} traces with unknown {what} left out" if unknown else ""
+
+
+def cost_check(cand: VersionStats, base: VersionStats | None, config: Config) -> GateCheck:
+    """Mean cost per trace within gate.cost_per_trace when set, else within +gate.max_cost_increase of the
+    baseline's. Traces with an unknown cost are left out of the mean (and said so); when no cost is known the
+    check is "unknown", which fails the gate."""
+    g = config.gate
+    mean = cand.cost.mean.value
+    note = _partial_note(cand.cost.known, cand.cost.unknown, "cost")
+    data: dict[str, Any] = {"candidate": cand.cost.to_json()}
+    if mean is None:
+        return GateCheck("cost per trace", "unknown", f"unknown: no trace of {cand.key.label} has a known cost"
+                         + note, data)
+    if g.cost_per_trace is not None:
+        status: Status = "pass" if mean <= g.cost_per_trace else "fail"
+        return GateCheck("cost per trace", status, f"mean {usd(mean)}, limit {usd(g.cost_per_trace)} "
+                         "(gate.cost_per_trace)" + note, {**data, "limit": g.cost_per_trace})
+    if base is None:
+        return GateCheck("cost per trace", "warn", f"mean {usd(mean)}; no baseline and no gate.cost_per_trace to "
+                         "compare with" + note, data)
+    data["baseline"] = base.cost.to_json()
+    bmean = base.cost.mean.value
+    if bmean is None:
+        return GateCheck("cost per trace", "unknown", f"mean {usd(mean)}; the baseline's cost is unknown" + note,
+                         data)
+    limit = bmean * (1 + g.max_cost_increase)
+    status = "pass" if mean <= limit else "fail"
+    change = f"{(mean / bmean - 1) * 100:+.1f}%" if bmean else "from $0"
+    return GateCheck("cost per trace", status,
+                     f"mean {usd(mean)} vs baseline {usd(bmean)} ({change}); at most {usd(limit)} "
+                     f"(+{g.max_cost_increase * 100:g}%)" + note
+                     + _partial_note(base.cost.known, base.cost.unknown, "cost in the baseline"),
+                     {**data, "limit": limit})
+
+
+def latency_check(cand: VersionStats, base: VersionStats | None, config: Config) -> GateCheck:
+    """p95 latency within gate.p95_latency_seconds when set, else within +gate.max_p95_latency_increase of the
+    baseline's."""
+    g = config.gate
+    p95 = cand.latency.p95.value
+    note = _partial_note(cand.latency.known, cand.latency.unknown, "latency")
+    data: dict[str, Any] = {"candidate": cand.latency.to_json()}
+    if p95 is None:
+        return GateCheck("p95 latency", "unknown", f"unknown: no trace of {cand.key.label} has start and end times",
+                         data)
+    if g.p95_latency_seconds is not None:
+        limit = g.p95_latency_seconds * 1000
+        status: Status = "pass" if p95 <= limit else "fail"
+        return GateCheck("p95 latency", status, f"{seconds(p95)}, limit {seconds(limit)} (gate.p95_latency_seconds)"
+                         + note, {**data, "limit_ms": limit})
+    if base is None:
+        return GateCheck("p95 latency", "warn", f"{seconds(p95)}; no baseline and no gate.p95_latency_seconds to "
+                         "compare with" + note, data)
+    data["baseline"] = base.latency.to_json()
+    bp95 = base.latency.p95.value
+    if bp95 is None:
+        return GateCheck("p95 latency", "unknown", f"{seconds(p95)}; the baseline's latency is unknown", data)
+    limit = bp95 * (1 + g.max_p95_latency_increase)
+    status = "pass" if p95 <= limit else "fail"
+    change = f"{(p95 / bp95 - 1) * 100:+.1f}%" if bp95 else "from 0"
+    return GateCheck("p95 latency", status,
+                     f"{seconds(p95)} vs baseline {seconds(bp95)} ({change}); at most {seconds(limit)} "
+                     f"(+{g.max_p95_latency_increase * 100:g}%)" + note, {**data, "limit_ms": limit})

@@ -145,7 +145,8 @@ class GateSettings(_Strict):
 
     max_cost_increase: Amount = 0.2  # cost per trace (mean) at most 20% above the baseline's
     max_p95_latency_increase: Amount = 0.2
-    max_error_rate_increase: Amount = 0.0  # traces with error-severity findings: rate points above the baseline
+    # Traces with error-severity findings: rate points above the baseline, so at most 1 (100 points).
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     cost_per_trace: Amount | None = None  # absolute ceilings (USD, seconds); used without a baseline too
     p95_latency_seconds: Amount | None = None
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from .config import Config, ToolSettings
-from .db import NO_PROMPT, NO_VERSION, EvalResultRow, Store, StoredTrace, TraceFilter, compute_totals
+from .db import NO_PROMPT, NO_VERSION, EvalResultRow, Store, StoredTrace, TraceFilter, VersionRef, compute_totals
 from .evals import check_text_assertion
 from .masking import Masker
 from .models import Assertion, EvalCase, Message, Step, Trace, format_time
@@ -263,7 +263,9 @@ class VersionSpec:
 
     @classmethod
     def parse(cls, text: str) -> VersionSpec:
-        # As TraceFilter reads it: the version never holds "@", a prompt name may ("team@acme@v9").
+        if isinstance(text, VersionRef):  # one exact (name, version), whatever either holds (the gate's)
+            return cls(text, text.name, text.version, True)
+        # As TraceFilter reads it: split at the last "@" (a prompt name may hold one, "team@acme@v9").
         if "@" in text:
             name, _, version = text.rpartition("@")
             return cls(text, None if name == NO_PROMPT else name, _version_or_none(version), True)
@@ -290,9 +292,11 @@ class TraceSource:
         self.pricer = pricer
         self.by_request: dict[str, list[tuple[str, str | None]]] = {}  # key -> [(trace ID, prompt name)]
         self.count = 0
+        self.prompts: set[str | None] = set()  # the prompt names of the traces
 
     def add(self, trace_id: str, trace: Trace) -> None:
         self.count += 1
+        self.prompts.add(trace.prompt.name if trace.prompt else None)
         key = request_key(trace_request(trace), self.config)
         if key is not None:
             self.by_request.setdefault(key, []).append((trace_id, trace.prompt.name if trace.prompt else None))
@@ -760,6 +764,7 @@ def run_evals(store: Store, candidate: str | None, baseline: str | None = None, 
             raise ValueError("a candidate version is needed unless the traces come from a file")
         source = StoreTraces(store, spec, config, pricer)
         label = spec.text
+    cases = in_scope(cases, spec, source)
     results = [_score_case(c, source, label, config) for c in cases]
     if baseline is not None:
         base_source = StoreTraces(store, VersionSpec.parse(baseline), config, pricer)
@@ -770,6 +775,21 @@ def run_evals(store: Store, candidate: str | None, baseline: str | None = None, 
     if record and cases:
         _record(store, report, cases, replayed_without_version=traces_path is not None and candidate is None)
     return report
+
+
+def in_scope(cases: list[EvalCase], spec: VersionSpec | None, source: TraceSource) -> list[EvalCase]:
+    """The cases that belong to the candidate's prompt: a case made from another prompt's trace is out of scope,
+    neither run nor "not run". The prompt is the one the candidate names, else the one its traces have; a case or
+    a candidate without a prompt name keeps every case."""
+    if spec is not None and spec.named:
+        prompts = {spec.name}
+    elif source.count:
+        prompts = source.prompts
+    else:
+        return cases  # no trace to tell the prompt by: every case is "not run", and says why
+    if None in prompts:
+        return cases
+    return [c for c in cases if c.source_trace.get("prompt") is None or c.source_trace.get("prompt") in prompts]
 
 
 def _record(store: Store, report: EvalReport, cases: list[EvalCase], *, replayed_without_version: bool) -> None:

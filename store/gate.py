@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import Config
 from .db import Store
-from .versions import VersionKey, VersionStats, previous_version, version_stats
+from .versions import VersionKey, VersionStats, previous_version, round_ms, version_stats
 
 if TYPE_CHECKING:
     from .eval_run import EvalReport
@@ -30,9 +30,13 @@ class GateCheck:
     status: Status
     summary: str  # the numbers, in words
     data: dict[str, Any] = field(default_factory=dict)
+    # Set when the number covers only some traces ("on 2 of 3 traces: 1 unknown"): a pass on what is known,
+    # which the checklist and its last line say out loud.
+    partial: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"check": self.check, "status": self.status, "summary": self.summary, "data": self.data}
+        return {"check": self.check, "status": self.status, "summary": self.summary, "partial": self.partial,
+                "data": self.data}
 
 
 @dataclass
@@ -63,8 +67,15 @@ class GateReport:
             "baseline": None if self.baseline is None else self.baseline.key.label,
             "baseline_source": self.baseline_source, "baseline_note": self.baseline_note,
             "passed": self.passed, "checks": [c.to_json() for c in self.checks],
-            "evals": None if self.evals is None else self.evals.to_json(),
+            "evals": None if self.evals is None else self._evals_json(self.evals),
         }
+
+    def _evals_json(self, evals: EvalReport) -> dict[str, Any]:
+        """The eval run as the gate judged it: `passed` and `status` agree with the eval lines of the checklist (no
+        eval case at all is a warning there, not a failure), while `run_passed` keeps the run's own verdict."""
+        lines = [c for c in self.checks if c.check == "evals" or c.check.startswith("evals: ")]
+        status: Status = next((s for s in ("fail", "unknown", "warn") if any(c.status == s for c in lines)), "pass")
+        return {**evals.to_json(), "passed": status not in FAILING, "status": status, "run_passed": evals.passed}
 
 
 def pct(rate: float | None, *, down: bool = False) -> str:
@@ -86,8 +97,23 @@ def usd(value: float | None) -> str:
     return f"${value:,.2f}"
 
 
+def duration(ms: float | None, sep: str = "") -> str:
+    """A latency from milliseconds to days, in the unit that keeps it short: 850ms, 3.72s, 9.4m, 2.5h, 393.0d
+    (`sep` goes between number and unit). "?" when unknown."""
+    if ms is None:
+        return "?"
+    for limit, div, unit, digits in ((1_000, 1, "ms", 0), (60_000, 1_000, "s", 2), (3_600_000, 60_000, "m", 1),
+                                     (48 * 3_600_000, 3_600_000, "h", 1)):
+        if abs(ms) < limit:
+            return f"{ms / div:,.{digits}f}{sep}{unit}"
+    return f"{ms / 86_400_000:,.1f}{sep}d"
+
+
 def seconds(ms: float | None) -> str:
-    return "?" if ms is None else f"{ms / 1000:.2f} s"
+    """The gate's latencies: seconds with two decimals up to a minute, then minutes, hours or days."""
+    if ms is None:
+        return "?"
+    return f"{ms / 1000:.2f} s" if abs(ms) < 60_000 else duration(ms, " ")
 
 
 def run_gate(store: Store, candidate: VersionKey, baseline: VersionKey | None = None, *, config: Config | None = None,
@@ -106,7 +132,8 @@ def run_gate(store: Store, candidate: VersionKey, baseline: VersionKey | None = 
         from .eval_run import run_evals as default_runner
 
         run_evals = default_runner
-    evals = run_evals(store, candidate.label, None if baseline is None else baseline.label, config=config,
+    # Exact references: a version holding "@" is not split again on the way.
+    evals = run_evals(store, candidate.ref, None if baseline is None else baseline.ref, config=config,
                       cases=cases, record=record)
     checks = [*eval_checks(evals), error_check(cand, base, config), cost_check(cand, base, config),
               latency_check(cand, base, config)]
@@ -160,17 +187,28 @@ def _partial_note(known: int, unknown: int, what: str) -> str:
     return f"; {unknown:,} of {known + unknown:,} traces with unknown {what} left out" if unknown else ""
 
 
+def _partial(known: int, unknown: int) -> str | None:
+    return f"on {known:,} of {known + unknown:,} traces: {unknown:,} unknown" if unknown and known else None
+
+
 def cost_check(cand: VersionStats, base: VersionStats | None, config: Config) -> GateCheck:
     """Mean cost per trace within gate.cost_per_trace when set, else within +gate.max_cost_increase of the
     baseline's. Traces with an unknown cost are left out of the mean (and said so); when no cost is known the
     check is "unknown", which fails the gate."""
-    g = config.gate
     mean = cand.cost.mean.value
     note = _partial_note(cand.cost.known, cand.cost.unknown, "cost")
     data: dict[str, Any] = {"candidate": cand.cost.to_json()}
     if mean is None:
         return GateCheck("cost per trace", "unknown", f"unknown: no trace of {cand.key.label} has a known cost"
                          + note, data)
+    check = _cost_check(cand, base, config, mean, note, data)
+    check.partial = _partial(cand.cost.known, cand.cost.unknown)
+    return check
+
+
+def _cost_check(cand: VersionStats, base: VersionStats | None, config: Config, mean: float, note: str,
+                data: dict[str, Any]) -> GateCheck:
+    g = config.gate
     if g.cost_per_trace is not None:
         status: Status = "pass" if mean <= g.cost_per_trace else "fail"
         return GateCheck("cost per trace", status, f"mean {usd(mean)}, limit {usd(g.cost_per_trace)} "
@@ -196,18 +234,25 @@ def cost_check(cand: VersionStats, base: VersionStats | None, config: Config) ->
 def latency_check(cand: VersionStats, base: VersionStats | None, config: Config) -> GateCheck:
     """p95 latency within gate.p95_latency_seconds when set, else within +gate.max_p95_latency_increase of the
     baseline's."""
-    g = config.gate
     p95 = cand.latency.p95.value
     note = _partial_note(cand.latency.known, cand.latency.unknown, "latency")
     data: dict[str, Any] = {"candidate": cand.latency.to_json()}
     if p95 is None:
         return GateCheck("p95 latency", "unknown", f"unknown: no trace of {cand.key.label} has start and end times",
                          data)
+    check = _latency_check(cand, base, config, p95, note, data)
+    check.partial = _partial(cand.latency.known, cand.latency.unknown)
+    return check
+
+
+def _latency_check(cand: VersionStats, base: VersionStats | None, config: Config, p95: float, note: str,
+                   data: dict[str, Any]) -> GateCheck:
+    g = config.gate
     if g.p95_latency_seconds is not None:
         limit = g.p95_latency_seconds * 1000
         status: Status = "pass" if p95 <= limit else "fail"
         return GateCheck("p95 latency", status, f"{seconds(p95)}, limit {seconds(limit)} (gate.p95_latency_seconds)"
-                         + note, {**data, "limit_ms": limit})
+                         + note, {**data, "limit_ms": round_ms(limit)})
     if base is None:
         return GateCheck("p95 latency", "warn", f"{seconds(p95)}; no baseline and no gate.p95_latency_seconds to "
                          "compare with" + note, data)
@@ -220,4 +265,4 @@ def latency_check(cand: VersionStats, base: VersionStats | None, config: Config)
     change = f"{(p95 / bp95 - 1) * 100:+.1f}%" if bp95 else "from 0"
     return GateCheck("p95 latency", status,
                      f"{seconds(p95)} vs baseline {seconds(bp95)} ({change}); at most {seconds(limit)} "
-                     f"(+{g.max_p95_latency_increase * 100:g}%)" + note, {**data, "limit_ms": limit})
+                     f"(+{g.max_p95_latency_increase * 100:g}%)" + note, {**data, "limit_ms": round_ms(limit)})

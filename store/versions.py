@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from .db import NO_PROMPT, NO_VERSION, Store, TraceFilter
+from .db import NO_PROMPT, NO_VERSION, Store, TraceFilter, VersionRef, version_splits
 from .migrations import _M004_SUMS
 from .models import format_time, parse_time
 
@@ -21,6 +21,12 @@ COST_PERCENTILES = (0.5, 0.95)
 LATENCY_PERCENTILES = (0.5, 0.95, 0.99)
 
 Unit = Literal["hour", "day"]
+MS_DIGITS = 1  # latencies in JSON to 0.1 ms: sums of float seconds carry noise (4038.0000000000005) past that
+
+
+def round_ms(value: float | None) -> float | None:
+    """A latency in milliseconds as JSON gives it: to 0.1 ms."""
+    return None if value is None else round(value, MS_DIGITS)
 Side = Literal["a", "b"]
 
 
@@ -37,7 +43,8 @@ class AmbiguousVersion(LookupError):
 
     def __init__(self, ref: str, candidates: list[VersionKey]) -> None:
         names = ", ".join(c.label for c in candidates)
-        super().__init__(f"version {ref!r} belongs to more than one prompt: {names}; give NAME@VERSION")
+        super().__init__(f"{ref!r} names more than one prompt version: {names}; give NAME@VERSION, or --prompt NAME "
+                         "and the version")
         self.ref = ref
         self.candidates = candidates
 
@@ -56,7 +63,12 @@ class VersionKey:
 
     def filter(self, base: TraceFilter | None = None) -> TraceFilter:
         """The trace filter that selects exactly this version (on top of `base`'s other filters)."""
-        return replace(base or TraceFilter(), prompt_versions=[self.label], prompt=None)
+        return replace(base or TraceFilter(), prompt_versions=[self.ref], prompt=None)
+
+    @property
+    def ref(self) -> VersionRef:
+        """The filter value for exactly this version, even when its name or version holds "@"."""
+        return VersionRef(self.prompt, self.version)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.prompt, "version": self.version}
@@ -135,10 +147,13 @@ class Mean:
         sd = math.sqrt(max(0.0, (squares - total * total / n) / (n - 1))) if n > 1 else None
         return cls(mean, n, sd)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, digits: int | None = None) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return x if x is None or digits is None else round(x, digits)
+
         iv = self.interval
-        return {"mean": self.value, "n": self.n, "sd": self.sd,
-                "interval": None if iv is None else [iv.low, iv.high]}
+        return {"mean": r(self.value), "n": self.n, "sd": r(self.sd),
+                "interval": None if iv is None else [r(iv.low), r(iv.high)]}
 
 
 @dataclass(frozen=True)
@@ -157,9 +172,12 @@ class Percentile:
             return None
         return Interval(self.low, self.high, "order statistic")
 
-    def to_json(self) -> dict[str, Any]:
-        return {"p": self.p, "value": self.value, "n": self.n,
-                "interval": None if self.low is None else [self.low, self.high]}
+    def to_json(self, digits: int | None = None) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return x if x is None or digits is None else round(x, digits)
+
+        return {"p": self.p, "value": r(self.value), "n": self.n,
+                "interval": None if self.low is None else [r(self.low), r(self.high)]}
 
 
 @dataclass(frozen=True)
@@ -214,8 +232,9 @@ class LatencyStats:
     p99: Percentile
 
     def to_json(self) -> dict[str, Any]:
-        return {"known": self.known, "unknown": self.unknown, "mean": self.mean.to_json(), "p50": self.p50.to_json(),
-                "p95": self.p95.to_json(), "p99": self.p99.to_json()}
+        d = MS_DIGITS
+        return {"known": self.known, "unknown": self.unknown, "mean": self.mean.to_json(d),
+                "p50": self.p50.to_json(d), "p95": self.p95.to_json(d), "p99": self.p99.to_json(d)}
 
 
 @dataclass(frozen=True)
@@ -635,17 +654,23 @@ def version_keys(store: Store) -> list[VersionKey]:
 
 
 def resolve_version(store: Store, ref: str, prompt: str | None = None) -> VersionKey:
-    """The prompt version that `ref` names: "NAME@VERSION", or a bare version that only one prompt has (within
-    `prompt` when given). Raises VersionNotFound or AmbiguousVersion."""
-    ref = ref.strip()
+    """The prompt version that `ref` names, read as the filters read it, never stripped:
+    with `prompt`, first the version of that prompt spelt exactly `ref` (the way to name a version holding "@");
+    else "NAME@VERSION", the version whose name, "@" and version spell `ref` (either may hold "@"); else a bare
+    version that only one prompt has (within `prompt` when given). Raises VersionNotFound or AmbiguousVersion."""
     keys = version_keys(store)
+    if prompt is not None:
+        exact = VersionKey(prompt, None if ref in (NO_VERSION, "") else ref)
+        if exact in keys:
+            return exact
     if "@" in ref:
-        # The version never holds "@"; a prompt name may ("team@acme@v9"): split at the last one, as the filters do.
-        name, _, ver = ref.rpartition("@")
-        want = VersionKey(None if name == NO_PROMPT else name, None if ver in (NO_VERSION, "") else ver)
-        if want in keys:
-            return want
-        raise VersionNotFound(ref)
+        matches = [k for k in (VersionKey(n, v) for n, v in version_splits(ref)) if k in keys]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise AmbiguousVersion(ref, matches)
+        if prompt is None:
+            raise VersionNotFound(ref)
     version = None if ref in (NO_VERSION, "") else ref
     matches = [k for k in keys if k.version == version and (prompt is None or k.prompt == prompt)]
     if not matches:
@@ -742,16 +767,29 @@ class MetricDelta:
         return None
 
     @property
+    def short_note(self) -> str | None:
+        """The note in a few characters, for a table column; the legend under the table says what each means."""
+        note = self.note
+        if note is None:
+            return None
+        if "fewer than" in note:
+            return f"n<{MIN_SAMPLE}"
+        return "CIs overlap" if "overlap" in note else "no CI"
+
+    @property
     def clear(self) -> bool:
         """The better side is told apart from chance."""
         return self.better is not None and self.note is None
 
     def to_json(self) -> dict[str, Any]:
-        def iv(i: Interval | None) -> list[float] | None:
-            return None if i is None else [i.low, i.high]
+        def r(x: float | None) -> float | None:
+            return round_ms(x) if self.unit == "ms" else x
 
-        return {"metric": self.metric, "label": self.label, "unit": self.unit, "a": self.a, "b": self.b,
-                "a_n": self.a_n, "b_n": self.b_n, "delta": self.delta, "delta_pct": self.delta_pct,
+        def iv(i: Interval | None) -> list[float | None] | None:
+            return None if i is None else [r(i.low), r(i.high)]
+
+        return {"metric": self.metric, "label": self.label, "unit": self.unit, "a": r(self.a), "b": r(self.b),
+                "a_n": self.a_n, "b_n": self.b_n, "delta": r(self.delta), "delta_pct": self.delta_pct,
                 "lower_is_better": self.lower_is_better, "better": self.better, "clear": self.clear,
                 "note": self.note, "interval_method": self.method, "a_interval": iv(self.a_interval),
                 "b_interval": iv(self.b_interval)}
@@ -837,7 +875,7 @@ class Bucket:
 
     def to_json(self) -> dict[str, Any]:
         return {"start": self.start, "unit": self.unit, "traces": self.traces, "cost_per_trace": self.cost_per_trace,
-                "cost_unknown": self.cost_unknown, "p95_latency_ms": self.p95_latency_ms,
+                "cost_unknown": self.cost_unknown, "p95_latency_ms": round_ms(self.p95_latency_ms),
                 "finding_rate": self.finding_rate}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from store.config import parse_config
+from store.config import ConfigError, parse_config
 from store.db import Store
 from store.eval_run import EvalReport, GroupResult, Rate
 from store.evals import promote
@@ -201,7 +201,8 @@ def test_gate_json_for_ci(db: str) -> None:
 def test_gate_usage_and_input_errors(db: str, tmp_path: Path) -> None:
     Store(db).insert_traces([Trace.model_validate(make_trace(5, "v6", prompt={"name": "triage", "version": "v6"}))])
     ambiguous = invoke("gate", "--candidate", "v6", "--db", db)
-    assert ambiguous.exit_code == 2 and "support_agent@v6, triage@v6" in ambiguous.output
+    assert ambiguous.exit_code == 2 and "'support_agent@v6', 'triage@v6'" in ambiguous.output
+    assert invoke("gate", "--candidate", "v6", "--prompt", "triage", "--db", db, "--no-record").exit_code in (0, 1)
     assert invoke("gate", "--candidate", "v9", "--db", db).exit_code == 2
     same = invoke("gate", "--candidate", "v7", "--baseline", "support_agent@v7", "--db", db)
     assert same.exit_code == 2 and "the candidate itself" in same.output
@@ -219,3 +220,66 @@ def test_gate_records_eval_results_unless_told_not_to(db: str) -> None:
     assert invoke("gate", "--candidate", "v7", "--db", db).exit_code == 1
     with Store(db) as s:
         assert {(r.prompt_version, r.status) for r in s.last_eval_results()} == {("v7", "fail"), ("v6", "pass")}
+
+
+# ---------------------------------------------------------------------------------------------- what a tester found
+
+
+def test_cases_of_another_prompt_are_out_of_scope_not_failed(db: str) -> None:
+    """A case made from a support_agent trace says nothing about prompt solo: no eval case is a warning."""
+    solo = make_trace(7, "v1", id="trc_solo", prompt={"name": "solo", "version": "v1"})
+    Store(db).insert_traces([Trace.model_validate(solo)])
+    result = invoke("gate", "--candidate", "solo@v1", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "evals: Tool failure handling" not in result.output and "0/0" not in result.output
+    lines = [" ".join(x.split()) for x in result.output.splitlines()]
+    assert lines[2].startswith("WARN evals no eval cases")
+    doc = json.loads(invoke("gate", "--candidate", "solo@v1", "--db", db, "--json").output)
+    [evals] = [c for c in doc["checks"] if c["check"] == "evals"]
+    # The eval run's verdict in the JSON agrees with its checklist line.
+    assert (evals["status"], doc["evals"]["status"], doc["evals"]["passed"]) == ("warn", "warn", True)
+    # `loupe evals run` scopes the cases the same way; the candidate's own prompt still counts its cases.
+    from store.eval_run import read_cases, run_evals
+
+    with Store(db) as s:
+        cases = read_cases(Path("evals"))
+        assert len(cases) == 1
+        assert run_evals(s, "solo@v1", config=None, cases=cases, record=False).groups == []
+        assert [g.candidate.run for g in run_evals(s, "support_agent@v7", cases=cases, record=False).groups] == [1]
+        assert [g.candidate.run for g in run_evals(s, "v7", cases=cases, record=False).groups] == [1]
+
+
+def test_a_failing_eval_line_makes_the_json_evals_fail_too(db: str) -> None:
+    doc = json.loads(invoke("gate", "--candidate", "v7", "--db", db, "--json", "--no-record").output)
+    assert (doc["evals"]["status"], doc["evals"]["passed"], doc["evals"]["run_passed"]) == ("fail", False, False)
+
+
+def test_a_partly_unknown_cost_passes_out_loud(tmp_path: Path) -> None:
+    s = releases(tmp_path, base={"cost": 0.01}, cand={"cost": 0.01}, n=2)
+    s.insert_traces([Trace.model_validate(trace(300, "v2", day=5, minute=30, cost=None))])
+    report = run_gate(s, V2, run_evals=no_evals)
+    [cost] = [c for c in report.checks if c.check == "cost per trace"]
+    assert (cost.status, cost.partial) == ("pass", "on 2 of 3 traces: 1 unknown")
+    assert cost.to_json()["partial"] == "on 2 of 3 traces: 1 unknown"
+    s.close()
+    result = invoke("gate", "--candidate", "v2", "--db", str(tmp_path / "g.db"))
+    assert result.exit_code == 0, result.output
+    lines = [" ".join(x.split()) for x in result.output.splitlines()]
+    assert next(x for x in lines if "cost per trace" in x).startswith(
+        "PASS cost per trace (on 2 of 3 traces: 1 unknown) mean $0.0100")
+    assert lines[-1] == "PASS: every check passed (1 warning; cost per trace on 2 of 3 traces: 1 unknown)."
+
+
+def test_max_error_rate_increase_is_a_rate_at_most_one() -> None:
+    assert parse_config({"gate": {"max_error_rate_increase": 1}}).gate.max_error_rate_increase == 1
+    with pytest.raises(ConfigError, match="max_error_rate_increase: Input should be less than or equal to 1"):
+        parse_config({"gate": {"max_error_rate_increase": 5}})
+
+
+def test_huge_latencies_read_in_hours_and_days() -> None:
+    from store.gate import duration, seconds
+
+    assert seconds(3720.0) == "3.72 s"
+    assert seconds(33_955_200_000.0) == "393.0 d"  # was "33955200.00 s"
+    assert seconds(9_000_000.0) == "2.5 h" and seconds(600_000.0) == "10.0 m"
+    assert duration(565_920 * 60_000.0) == "393.0d" and duration(850.0) == "850ms" and duration(None) == "?"

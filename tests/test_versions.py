@@ -507,10 +507,12 @@ def test_versions_prints_one_table_per_prompt(db: str) -> None:
     assert rows["cost/trace mean"] == ["$0.0100", "$0.0200"]  # v2's over the three traces whose cost is known
     assert rows["cost total"] == ["$0.0500", "$0.0600+"]  # and its total leaves the fourth out, and says so
     assert rows["cost unknown"] == ["-", "partial:", "1", "of", "4"]
+    assert rows["usage unknown"] == ["-", "-"]
     assert rows["output tokens"] == ["10", "(?", "reasoning)", "10", "(?", "reasoning)"]  # never reported: unknown
     # triage@v1: every cost unknown, shown as "?" and never as $0.
     t_rows = {line[:16].strip(): line[16:].split() for line in triage[2:] if line}
     assert t_rows["cost/trace mean"] == t_rows["cost/trace p95"] == t_rows["cost total"] == ["?"]
+    assert t_rows["cost unknown"] == ["all", "1", "unknown"]  # not "partial: 1 of 1"
     assert not any("$0" in line for line in triage)
 
 
@@ -531,8 +533,8 @@ def test_versions_compare(db: str) -> None:
     out = result.output
     assert out.startswith("Comparing support_agent@v1 (A) with support_agent@v2 (B)")
     tool = next(line for line in out.splitlines() if line.startswith("tool error rate"))
-    assert "0.0%" in tool and "50.0%" in tool and "too small to tell: fewer than 30 (5 vs 4)" in tool
-    assert "Wilson score for rates" in out
+    assert "0.0%" in tool and "50.0%" in tool and tool.rstrip().endswith("A? n<30")
+    assert "n<30 = fewer than 30 on a side" in out and "Wilson score for rates" in out
     doc = json.loads(invoke("versions", "--db", db, "--compare", "support_agent@v1", "v2", "--json").output)
     assert (doc["a"]["label"], doc["b"]["label"]) == ("support_agent@v1", "support_agent@v2")
 
@@ -540,7 +542,7 @@ def test_versions_compare(db: str) -> None:
 def test_versions_usage_and_input_errors(db: str, tmp_path: Path) -> None:
     ambiguous = invoke("versions", "--db", db, "--compare", "v1", "v2")
     assert ambiguous.exit_code == 2
-    assert "support_agent@v1, triage@v1" in ambiguous.output
+    assert "'support_agent@v1', 'triage@v1'" in ambiguous.output
     # --prompt says which prompt a bare version belongs to.
     assert invoke("versions", "--db", db, "--prompt", "support_agent", "--compare", "v1", "v2").exit_code == 0
     missing = invoke("versions", "--db", db, "--compare", "support_agent@v1", "v9")
@@ -559,3 +561,105 @@ def test_version_names_from_traces_are_printed_inert(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert not UNSAFE.search(result.output.replace("\n", ""))
     assert "[bold]x[/bold]" in invoke("versions", "--db", str(path)).output
+
+
+# ---------------------------------------------------------------------------------------------- what a tester found
+
+
+@pytest.fixture
+def at_db(tmp_path: Path) -> str:
+    """Versions whose names and versions hold "@" and markup, beside ordinary ones."""
+    path = tmp_path / "at.db"
+    traces = [trace(i, "[@click=app.quit]x", prompt="[bold]evil[/bold]", minute=i) for i in range(3)]
+    traces += [trace(10 + i, "c@d", prompt="a@b", minute=i) for i in range(2)]
+    traces += [trace(20 + i, "v1", prompt="fresh", minute=i) for i in range(4)]
+    traces += [trace(30, "v1", prompt="tz")]
+    store_with(path, traces).close()
+    return str(path)
+
+
+def test_a_version_holding_at_signs_can_be_named(at_db: str) -> None:
+    with Store(at_db) as s:
+        # NAME@VERSION is the version whose name, "@" and version spell it, whichever "@" divides them.
+        assert resolve_version(s, "a@b@c@d") == VersionKey("a@b", "c@d")
+        evil = VersionKey("[bold]evil[/bold]", "[@click=app.quit]x")
+        assert resolve_version(s, "[bold]evil[/bold]@[@click=app.quit]x") == evil
+        # With --prompt, the bare version is that prompt's, spelt exactly: "@" and all.
+        assert resolve_version(s, "[@click=app.quit]x", prompt="[bold]evil[/bold]") == evil
+        assert version_stats(s, evil).traces == 3  # the exact filter: not split again at the last "@"
+        assert [r.key for r in version_table(s, TraceFilter(prompt_versions=["a@b@c@d"]))] == [
+            VersionKey("a@b", "c@d")]
+    ls = invoke("ls", "--db", at_db, "--prompt-version", "[bold]evil[/bold]@[@click=app.quit]x", "--json")
+    assert ls.exit_code == 0, ls.output
+    assert len(json.loads(ls.output)) == 3
+    result = invoke("versions", "--db", at_db, "--compare", "a@b@c@d", "fresh@v1", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert (doc["a"]["prompt"], doc["b"]["label"]) == ({"name": "a@b", "version": "c@d"}, "fresh@v1")
+    exact = invoke("versions", "--db", at_db, "--prompt", "[bold]evil[/bold]", "--compare", "[@click=app.quit]x",
+                   "[@click=app.quit]x", "--json")
+    assert exact.exit_code == 0, exact.output
+    assert "--prompt NAME" in " ".join(invoke("versions", "--help").output.split())
+
+
+def test_two_versions_spelt_alike_are_ambiguous_and_prompt_tells_them_apart(tmp_path: Path) -> None:
+    s = store_with(tmp_path / "twin.db", [trace(1, "c@d", prompt="a@b"), trace(2, "b@c@d", prompt="a")])
+    with pytest.raises(AmbiguousVersion):
+        resolve_version(s, "a@b@c@d")
+    assert resolve_version(s, "b@c@d", prompt="a") == VersionKey("a", "b@c@d")
+    assert resolve_version(s, "c@d", prompt="a@b") == VersionKey("a@b", "c@d")
+    s.close()
+
+
+def test_compare_reads_versions_as_the_filter_does_without_stripping(at_db: str) -> None:
+    spaced = invoke("versions", "--db", at_db, "--compare", "tz@v1 ", "fresh@v1")
+    assert spaced.exit_code == 2 and "'tz@v1 '" in spaced.output  # as `ls --prompt-version 'tz@v1 '` finds none
+    assert invoke("versions", "--db", at_db, "--compare", "tz@v1", "fresh@v1").exit_code == 0
+
+
+def test_the_header_has_no_stray_separator(at_db: str) -> None:
+    out = invoke("versions", "--db", at_db, "--since", "2026-01-01").output
+    assert out.splitlines()[0] == "4 prompt versions (since 2026-01-01)"
+    out = invoke("versions", "--db", at_db, "--prompt", "tz", "--until", "2026-02-01").output
+    assert out.splitlines()[0] == "1 prompt version (prompt tz; until 2026-02-01)"
+
+
+@pytest.mark.parametrize("flag", ["--since", "--until"])
+def test_a_bad_date_names_the_option_and_shows_one(at_db: str, flag: str) -> None:
+    result = invoke("versions", "--db", at_db, flag, "yesterday")
+    assert result.exit_code == 2
+    assert f"{flag} 'yesterday' is not an ISO date or time; for example {flag} 2026-01-09" in result.output
+    assert "Invalid isoformat" not in result.output
+
+
+def test_huge_latencies_in_hours_and_days_and_json_without_float_noise(tmp_path: Path) -> None:
+    path = tmp_path / "slow.db"
+    # 4.038 s from float seconds (4038.0000000000005 ms), and traces that ran 2.5 hours and 40 days.
+    traces = [trace(1, "v1", seconds=4.038), trace(2, "v2", seconds=1), trace(3, "v3", day=1, seconds=1)]
+    traces[1]["ended_at"] = "2026-01-05T12:30:00.000Z"
+    traces[2]["ended_at"] = "2026-02-10T10:00:00.000Z"
+    store_with(path, traces).close()
+    out = invoke("versions", "--db", str(path)).output
+    p50 = next(line for line in out.splitlines() if line.startswith("latency p50")).split()[2:]
+    assert p50 == ["40.0d", "4.04s", "2.5h"]  # first seen first; was 57600.0m and 150.0m
+    doc = json.loads(invoke("versions", "--db", str(path), "--json").output)
+    by_label = {v["label"]: v for v in doc["versions"]}
+    assert by_label["support_agent@v1"]["latency"]["p50"]["value"] == 4038.0
+    cmp = json.loads(invoke("versions", "--db", str(path), "--compare", "v1", "v2", "--json").output)
+    lat = next(m for m in cmp["metrics"] if m["metric"] == "latency.p50")
+    assert (lat["a"], lat["delta"]) == (4038.0, 8995962.0)
+
+
+def test_output_to_a_reader_that_stops_early_exits_quietly(at_db: str) -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from tui.cli import app; sys.argv = ['loupe'] + sys.argv[1:]; app()"
+    for args in (["versions"], ["versions", "--json"]):
+        proc = subprocess.Popen([sys.executable, "-c", code, *args, "--db", at_db], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # `| head -0`: the reader is gone before loupe writes a line
+        err = proc.stderr.read().decode()
+        assert proc.wait() == 0, err
+        assert "BrokenPipe" not in err and "Traceback" not in err

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,6 +32,7 @@ def _console() -> Console:
     from rich.console import Console
 
     console = Console(highlight=False, markup=False, emoji=False, soft_wrap=False)
+    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]  # Rich would exit 1: _output exits 0
     if not console.is_terminal and console.width < 120:
         console.width = 120  # piped: room for a few versions side by side
     return console
@@ -40,18 +44,59 @@ def _resolve(store: Store, ref: str, prompt: str | None, flag: str) -> VersionKe
 
     from .cli import EXIT_USAGE, _err
 
-    if not ref.strip():
+    if not ref:  # never stripped: "v1 " is its own version, as the filters read it
         _err(f"{flag} cannot be empty")
         raise typer.Exit(EXIT_USAGE)
     try:
         return resolve_version(store, ref, prompt)
     except AmbiguousVersion as exc:
-        _err(f"{flag} {ref!r} is a version of more than one prompt; say which: "
-             + ", ".join(c.label for c in exc.candidates))
+        _err(f"{flag} {ref!r} names more than one prompt version: "
+             + ", ".join(repr(c.label) for c in exc.candidates)
+             + "; say which with NAME@VERSION, or with --prompt NAME and the bare version")
         raise typer.Exit(EXIT_USAGE) from exc
     except VersionNotFound as exc:
         _err(f"{flag} {ref!r}: no stored trace has that prompt version (loupe versions lists them)")
         raise typer.Exit(EXIT_USAGE) from exc
+
+
+def _check_time(flag: str, value: str | None) -> None:
+    """--since/--until: an ISO time, or exit 2 naming the option and showing what one looks like."""
+    from store.models import parse_time
+
+    from .cli import EXIT_USAGE, _err
+
+    if value is None:
+        return
+    try:
+        ok = parse_time(value) is not None
+    except (ValueError, OverflowError):
+        ok = False
+    if not ok:
+        _err(f"{flag} {value!r} is not an ISO date or time; for example {flag} 2026-01-09 or "
+             f"{flag} 2026-01-09T10:00 (UTC unless it says +HH:MM)")
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _broken_pipe() -> None:
+    raise BrokenPipeError
+
+
+@contextmanager
+def _output() -> Iterator[None]:
+    """Printing to a reader that stops early (`| head`) ends quietly with exit 0, not with a traceback or exit 1."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: point it at /dev/null so that flush has nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass  # not a real file (a test runner's capture): nothing will flush it at exit
+        finally:
+            os.close(devnull)
+        raise typer.Exit(0) from None
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -81,11 +126,13 @@ def _cost_cell(value: float | None) -> Text:
 def _pct_cell(p: Percentile, fmt: str) -> Text:
     from rich.text import Text
 
-    from .format import fmt_cost, fmt_latency
+    from store.gate import duration
+
+    from .format import fmt_cost
 
     if p.value is None:
         return Text("?", "dim")
-    return Text(fmt_cost(p.value) if fmt == "usd" else fmt_latency(p.value))
+    return Text(fmt_cost(p.value) if fmt == "usd" else duration(p.value))
 
 
 def _tokens_cell(mean: float | None, share: float | None, what: str) -> Text:
@@ -114,6 +161,17 @@ def _when(iso: str | None) -> Text:
     return Text(fmt_time(iso)[:16], "" if iso else "dim")
 
 
+def _unknown_cell(unknown: int, traces: int, some: str = "") -> Text:
+    """How many traces a number leaves out: "-" for none, "all 3 unknown" for every one, else "1 of 3"."""
+    from rich.text import Text
+
+    if not unknown:
+        return Text("-", "dim")
+    if unknown >= traces:
+        return Text(f"all {traces:,} unknown", "yellow")
+    return Text(f"{some}{unknown:,} of {traces:,}", "yellow")
+
+
 def _version_rows(versions: list[VersionStats]) -> list[tuple[str, list[Text]]]:
     """The table's rows, one metric per row, one cell per version."""
     from rich.text import Text
@@ -140,13 +198,11 @@ def _version_rows(versions: list[VersionStats]) -> list[tuple[str, list[Text]]]:
         row("cost/trace p95", [_pct_cell(v.cost.p95, "usd") for v in versions]),
         # A total that leaves out unknown costs is a lower bound: "+" like every partial sum in loupe.
         row("cost total", [Text(fmt_cost(v.cost.total, v.cost.partial)) for v in versions]),
-        row("cost unknown", [Text(f"partial: {v.cost.unknown:,} of {v.traces:,}", "yellow") if v.cost.partial
-                             else Text("-", "dim") for v in versions]),
+        row("cost unknown", [_unknown_cell(v.cost.unknown, v.traces, "partial: ") for v in versions]),
         row("input tokens", [_tokens_cell(v.tokens.input.value, v.tokens.cached_share, "cached") for v in versions]),
         row("output tokens", [_tokens_cell(v.tokens.output.value, v.tokens.reasoning_share, "reasoning")
                               for v in versions]),
-        row("usage unknown", [Text(f"{v.tokens.unknown:,} of {v.traces:,}", "yellow") if v.tokens.unknown
-                              else Text("-", "dim") for v in versions]),
+        row("usage unknown", [_unknown_cell(v.tokens.unknown, v.traces) for v in versions]),
         row("latency p50", [_pct_cell(v.latency.p50, "ms") for v in versions]),
         row("latency p95", [_pct_cell(v.latency.p95, "ms") for v in versions]),
         row("latency p99", [_pct_cell(v.latency.p99, "ms") for v in versions]),
@@ -199,7 +255,9 @@ def _print_table(versions: list[VersionStats], described: str) -> None:
 def _delta_text(m: MetricDelta) -> tuple[Text, Text]:
     from rich.text import Text
 
-    from .format import fmt_cost, fmt_latency
+    from store.gate import duration
+
+    from .format import fmt_cost
 
     d = m.delta
     if d is None:
@@ -207,7 +265,7 @@ def _delta_text(m: MetricDelta) -> tuple[Text, Text]:
     if m.unit == "usd":
         absolute = ("+" if d >= 0 else "-") + fmt_cost(abs(d))
     elif m.unit == "ms":
-        absolute = ("+" if d >= 0 else "-") + fmt_latency(abs(d))
+        absolute = ("+" if d >= 0 else "-") + duration(abs(d))
     elif m.unit in ("rate", "share"):
         absolute = f"{d * 100:+.1f} pts"
     elif m.unit in ("traces", "tokens"):
@@ -221,16 +279,16 @@ def _delta_text(m: MetricDelta) -> tuple[Text, Text]:
 def _value_text(m: MetricDelta, value: float | None) -> Text:
     from rich.text import Text
 
-    from store.gate import pct
+    from store.gate import duration, pct
 
-    from .format import fmt_cost, fmt_latency
+    from .format import fmt_cost
 
     if value is None:
         return Text("?", "dim")
     if m.unit == "usd":
         return Text(fmt_cost(value))
     if m.unit == "ms":
-        return Text(fmt_latency(value))
+        return Text(duration(value))
     if m.unit in ("rate", "share"):
         return Text(pct(value))
     if m.unit in ("traces", "tokens"):
@@ -245,13 +303,14 @@ def comparison_table(cmp: Comparison) -> Table:
 
     from .format import one_line, scrub
 
-    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    # One space between columns and no wrapping in the numbers: 80 columns keep every metric on one line.
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", padding=(0, 1, 0, 0))
     table.add_column(Text("metric"), no_wrap=True)
-    table.add_column(Text(f"A {one_line(cmp.a.key.version or '(no version)', 20)}"), justify="right")
-    table.add_column(Text(f"B {one_line(cmp.b.key.version or '(no version)', 20)}"), justify="right")
-    table.add_column(Text("B - A"), justify="right")
-    table.add_column(Text("%"), justify="right")
-    table.add_column(Text("better"))
+    table.add_column(Text(f"A {one_line(cmp.a.key.version or '(no version)', 20)}"), justify="right", no_wrap=True)
+    table.add_column(Text(f"B {one_line(cmp.b.key.version or '(no version)', 20)}"), justify="right", no_wrap=True)
+    table.add_column(Text("B - A"), justify="right", no_wrap=True)
+    table.add_column(Text("%"), justify="right", no_wrap=True)
+    table.add_column(Text("better"), no_wrap=True)
     for m in cmp.metrics:
         absolute, relative = _delta_text(m)
         if m.better is None:
@@ -260,16 +319,18 @@ def comparison_table(cmp: Comparison) -> Table:
             better = Text(m.better.upper(), "bold green")
         else:
             better = Text(m.better.upper() + "?", "dim")
-        if m.note:
-            better.append("  " + m.note, "dim")
+        if m.short_note:
+            # A few characters: the legend under the table says what they mean (80 columns keep one line a metric).
+            better.append(" " + m.short_note, "dim")
         table.add_row(Text(m.label), scrub(_value_text(m, m.a)), scrub(_value_text(m, m.b)), absolute, relative,
                       better)
     return table
 
 
-COMPARE_NOTE = ("better: the side with the better value; \"?\" and a note where the samples cannot tell (fewer than 30, "
-                "or 95% intervals that overlap: Wilson score for rates, mean ± 1.96·sd/√n for means, order statistics "
-                "for percentiles). Tokens and calls have no better side: cost and latency say what they cost.")
+COMPARE_NOTE = ("better: the side with the better value; \"?\" where the samples cannot tell: n<30 = fewer than 30 "
+                "on a side; CIs overlap = the 95% intervals overlap (Wilson score for rates, mean ± 1.96·sd/√n for "
+                "means, order statistics for percentiles); no CI = no interval to compare. Tokens and calls have no "
+                "better side: cost and latency say what they cost.")
 
 
 def comparison_head(cmp: Comparison, described: str = "") -> Text:
@@ -306,8 +367,10 @@ def versions(
     since: SinceOpt = None,
     until: UntilOpt = None,
     compare: Annotated[tuple[str, str] | None, typer.Option(
-        "--compare", help="Two versions side by side with deltas: A B (each VERSION or NAME@VERSION).",
-        show_default=False)] = None,
+        "--compare", help="Two versions side by side with deltas: A B, each NAME@VERSION (the name, \"@\" and the "
+        "version, exactly as `loupe versions` lists them; either may hold \"@\") or a VERSION only one prompt has. "
+        "With --prompt NAME, a bare VERSION is that prompt's version spelt exactly so: the way to name a version "
+        "that holds \"@\" when NAME@VERSION could mean two.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Per prompt version: traces, findings, tool errors, eval pass rate, cost, tokens, latency and calls per trace,
@@ -318,6 +381,8 @@ def versions(
 
     from .cli import _filter, _open_store
 
+    _check_time("--since", since)
+    _check_time("--until", until)
     flt = _filter(prompt_version, prompt, None, None, False, None, None, since, until)
     store = _open_store(db)
     try:
@@ -328,38 +393,47 @@ def versions(
             time_only = TraceFilter(since=since, until=until)
             a, b = version_stats(store, a_key, time_only), version_stats(store, b_key, time_only)
             result = compare_stats(a, b)
-            if as_json:
-                sys.stdout.write(json.dumps(result.to_json(), indent=2, ensure_ascii=True) + "\n")
-            else:
-                _print_comparison(result, time_only.describe() + _range(since, until))
+            with _output():
+                if as_json:
+                    sys.stdout.write(json.dumps(result.to_json(), indent=2, ensure_ascii=True) + "\n")
+                else:
+                    _print_comparison(result, _described(time_only.describe(), since, until))
             return
         table = version_table(store, flt)
     except VersionNotFound as exc:  # a version with traces, but none in --since/--until
         from .cli import EXIT_USAGE, _err
 
-        _err(f"--compare {exc.ref}: no traces of it{_range(since, until).replace(';', '')}")
+        _err(f"--compare {exc.ref}: no traces of it {_described('', since, until)}")
         raise typer.Exit(EXIT_USAGE) from exc
     finally:
         store.close()
-    if as_json:
-        doc = {"filter": {"prompt": prompt, "prompt_versions": flt.prompt_versions, "since": since, "until": until},
-               "versions": [v.to_json() for v in table]}
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=True) + "\n")
-        return
-    _print_table(table, flt.describe() + _range(since, until))
+    with _output():
+        if as_json:
+            doc = {"filter": {"prompt": prompt, "prompt_versions": flt.prompt_versions, "since": since,
+                              "until": until},
+                   "versions": [v.to_json() for v in table]}
+            sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=True) + "\n")
+            return
+        _print_table(table, _described(flt.describe(), since, until))
 
 
-def _range(since: str | None, until: str | None) -> str:
-    parts = ([f"since {since}"] if since else []) + ([f"until {until}"] if until else [])
-    return ("; " if parts else "") + "; ".join(parts)
+def _described(filters: str, since: str | None, until: str | None) -> str:
+    """The filters and the time range in words, "; " between the parts there are."""
+    parts = ([filters] if filters else []) + ([f"since {since}"] if since else []) + (
+        [f"until {until}"] if until else [])
+    return "; ".join(parts)
 
 
 def gate(
-    candidate: Annotated[str, typer.Option("--candidate", help="The version to release: VERSION or NAME@VERSION.",
-                                           show_default=False)],
+    candidate: Annotated[str, typer.Option(
+        "--candidate", help="The version to release: NAME@VERSION, or a VERSION only one prompt has (with --prompt: "
+        "that prompt's version spelt exactly so).", show_default=False)],
     baseline: Annotated[str | None, typer.Option(
         "--baseline", help="The version to compare with. Default: the version of the same prompt first seen "
         "before the candidate.", show_default=False)] = None,
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", help="The prompt name the versions belong to: --candidate and --baseline are then its versions "
+        "spelt exactly (for versions that hold \"@\").", show_default=False)] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
     evals_dir: Annotated[Path, typer.Option(
@@ -379,7 +453,7 @@ def gate(
     cfg = _load_config(config)
     store = _open_store(db)
     try:
-        cand = _resolve(store, candidate, None, "--candidate")
+        cand = _resolve(store, candidate, prompt, "--candidate")
         base = _resolve(store, baseline, cand.prompt, "--baseline") if baseline is not None else None
         if base == cand:
             _err("--baseline is the candidate itself; give an earlier version")
@@ -388,10 +462,11 @@ def gate(
         report = run_gate(store, cand, base, config=cfg, cases=cases, record=record)
     finally:
         store.close()
-    if as_json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=True) + "\n")
-    else:
-        _print_gate(report)
+    with _output():
+        if as_json:
+            sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=True) + "\n")
+        else:
+            _print_gate(report)
     if not report.passed:
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -413,15 +488,21 @@ def _print_gate(report: GateReport) -> None:
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
     for c in report.checks:
+        summary = Text()
+        if c.partial:
+            summary.append(f"({c.partial}) ", "bold yellow")  # a pass on what is known: said before the numbers
+        summary.append(one_line(c.summary, 400))
         table.add_row(Text(STATUS_WORD[c.status], STATUS_STYLE[c.status]), Text(one_line(c.check, 40), "bold"),
-                      scrub(Text(one_line(c.summary, 400))))
+                      scrub(summary))
     console.print(table)
     failed = [c for c in report.checks if c.status == "fail"]
     unknown = [c for c in report.checks if c.status == "unknown"]
     warned = [c for c in report.checks if c.status == "warn"]
-    extra = f" ({plural(len(warned), 'warning')})" if warned else ""
+    partial = [f"{c.check} {c.partial}" for c in report.checks if c.partial and c.status not in ("fail", "unknown")]
+    extra = "; ".join(([plural(len(warned), "warning")] if warned else []) + partial)
+    extra = f" ({extra})" if extra else ""
     if report.passed:
-        console.print(Text(f"PASS: every check passed{extra}.", "green"))
+        console.print(Text(f"PASS: every check passed{extra}.", "yellow" if partial else "green"))
     else:
         why = [plural(len(failed), "check") + " failed"] if failed else []
         if unknown:

@@ -13,22 +13,84 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Sparkline, Static
+from textual.widget import Widget
+from textual.widgets import DataTable, Header, Static
 
 from store.db import Store
-from store.gate import pct
+from store.gate import duration, pct
 from store.versions import Bucket, Rate, VersionKey, VersionStats, compare, time_series, version_table
-from tui.format import fmt_cost, fmt_latency, fmt_time, one_line, scrub
+from tui.format import fmt_cost, fmt_time, one_line, scrub
 from tui.screens.trace_list import PaletteCommand
 from tui.widgets.footer import WideFooter
 from tui.workers import ReportsWorkerFailures
 
-# Textual's Sparkline, not plotext (textual-plotext): three small trends per version need no axes, the widget ships
-# with the Textual we pin, and textual-plotext (last release 1.0.1, 2024-11) would add two dependencies that are
-# not kept in step with Textual 8. The numbers a plot leaves out (range, last value) are printed beside it.
-COLUMNS = ("", "Prompt", "Version", "Traces", "Findings", "Err find.", "Tool err", "Evals", "Cost/trace",
+# Sparklines, not plotext (textual-plotext): three small trends per version need no axes, and textual-plotext
+# (last release 1.0.1, 2024-11) would add two dependencies that are not kept in step with Textual 8. They are drawn
+# by Trend below rather than Textual's Sparkline, which scales every series to its own min..max: a constant series
+# came out as the lowest bars (or, with one value, full ones), so 100% and 0% could look alike. The numbers a plot
+# leaves out (range, last value) are printed beside it.
+MARK_COLUMN = "A/B"  # the compare marks: a fixed width, so a mark shows the moment it is set
+COLUMNS = (MARK_COLUMN, "Prompt", "Version", "Traces", "Findings", "Err find.", "Tool err", "Evals", "Cost/trace",
            "Cost p95", "Lat p50", "Lat p95", "First seen", "Last seen")
 MARKS = ("A", "B")
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def spark_text(values: list[float | None], width: int, height: int = 1,
+               scale: tuple[float, float] | None = None) -> list[Text]:
+    """Bars for `values` in `width` cells and `height` lines (top line first); None is a gap. More values than
+    cells: each cell shows the largest of its share. The scale is `scale` (a rate's 0..1) or the values' own
+    min..max; a constant series on its own scale draws every bar at half height, so no value looks like a
+    minimum or a maximum it is not."""
+    width, height = max(width, 0), max(height, 1)
+    if width == 0:
+        return [Text() for _ in range(height)]
+    if len(values) > width:
+        cells: list[float | None] = []
+        for i in range(width):
+            part = [v for v in values[i * len(values) // width:(i + 1) * len(values) // width] if v is not None]
+            cells.append(max(part) if part else None)
+    else:
+        cells = list(values)
+    known = [v for v in cells if v is not None]
+    lo, hi = scale if scale is not None else ((min(known), max(known)) if known else (0.0, 1.0))
+    levels = len(BARS) * height
+
+    def level(v: float) -> int:
+        if hi <= lo:
+            return levels // 2  # constant on its own scale: the middle
+        # 1..levels: the lowest value still shows a sliver of a bar, a gap shows none.
+        return 1 + round(min(max((v - lo) / (hi - lo), 0.0), 1.0) * (levels - 1))
+
+    lines = []
+    for row in reversed(range(height)):
+        line = Text(no_wrap=True)
+        for v in cells:
+            if v is None:
+                line.append(" ")
+                continue
+            n = level(v) - row * len(BARS)
+            line.append(" " if n <= 0 else BARS[min(n, len(BARS)) - 1], style="cyan")
+        lines.append(line)
+    return lines
+
+
+class Trend(Widget):
+    """One series as a sparkline on a stated scale (see spark_text)."""
+
+    DEFAULT_CSS = "Trend { height: 1; }"
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002 (Textual's name)
+        super().__init__(id=id, classes=classes)
+        self.values: list[float | None] = []
+        self.scale: tuple[float, float] | None = None
+
+    def show(self, values: list[float | None], scale: tuple[float, float] | None) -> None:
+        self.values, self.scale = values, scale
+        self.refresh()
+
+    def render(self) -> Text:
+        return Text("\n").join(spark_text(self.values, self.size.width, self.size.height, self.scale))
 
 
 def rate_text(rate: Rate | None) -> Text:
@@ -49,7 +111,7 @@ def version_row(v: VersionStats, mark: str = "") -> list[Text]:
     if v.cost.partial and v.cost.mean.value is not None:
         cost += "*"  # some traces' cost unknown: the mean is over the others
     return [
-        Text(mark, style="bold magenta"),
+        Text(mark, style="bold reverse magenta" if mark else "", justify="center"),
         Text(one_line(v.key.prompt if v.key.prompt is not None else "(no prompt)", 28),
              style="" if v.key.prompt is not None else "dim"),
         Text(one_line(v.key.version if v.key.version is not None else "(no version)", 20),
@@ -61,8 +123,8 @@ def version_row(v: VersionStats, mark: str = "") -> list[Text]:
         rate_text(v.evals),
         num(cost, v.cost.mean.value is not None),
         num(fmt_cost(v.cost.p95.value), v.cost.p95.value is not None),
-        num(fmt_latency(v.latency.p50.value), v.latency.p50.value is not None),
-        num(fmt_latency(v.latency.p95.value), v.latency.p95.value is not None),
+        num(duration(v.latency.p50.value), v.latency.p50.value is not None),
+        num(duration(v.latency.p95.value), v.latency.p95.value is not None),
         Text(fmt_time(v.first_seen)[:10]),
         Text(fmt_time(v.last_seen)[:10]),
     ]
@@ -73,9 +135,18 @@ class Series:
     """One metric of a version over time, as a plot wants it."""
 
     label: str
-    values: list[float]  # the buckets that have a value, in time order
-    missing: int  # buckets without one (no traces, or nothing known)
+    points: list[float | None]  # one per bucket in time order; None: no traces, or nothing known
     fmt: Callable[[float], str]
+    scale: tuple[float, float] | None = None  # fixed ends (rates: 0..1); None: the values' own min..max
+
+    @property
+    def values(self) -> list[float]:
+        """The buckets that have a value."""
+        return [v for v in self.points if v is not None]
+
+    @property
+    def missing(self) -> int:
+        return len(self.points) - len(self.values)
 
     def summary(self) -> Text:
         if not self.values:
@@ -88,27 +159,21 @@ class Series:
 
 
 def series_of(buckets: list[Bucket]) -> list[Series]:
-    """Cost per trace, p95 latency and finding rate, each over the buckets that have it."""
-    def pick(get: Callable[[Bucket], float | None]) -> tuple[list[float], int]:
-        values = [v for b in buckets if (v := get(b)) is not None]
-        return values, len(buckets) - len(values)
-
-    out = []
-    for label, get, fmt in (
-        ("cost per trace", lambda b: b.cost_per_trace, lambda x: fmt_cost(x)),
-        ("p95 latency", lambda b: b.p95_latency_ms, lambda x: fmt_latency(x)),
-        ("finding rate", lambda b: b.finding_rate, lambda x: pct(x)),
-    ):
-        values, missing = pick(get)
-        out.append(Series(label, values, missing, fmt))
-    return out
+    """Cost per trace, p95 latency and finding rate per bucket, gaps kept so that time runs evenly. The finding
+    rate is drawn on 0%..100%, so 0% is always the lowest bar and 100% the full one."""
+    return [
+        Series("cost per trace", [b.cost_per_trace for b in buckets], lambda x: fmt_cost(x)),
+        Series("p95 latency", [b.p95_latency_ms for b in buckets], lambda x: duration(x)),
+        Series("finding rate", [b.finding_rate for b in buckets], lambda x: pct(x), (0.0, 1.0)),
+    ]
 
 
 class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
     """Every prompt version side by side. Dismisses with the version filter to apply (enter), or None (escape)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "mark", "Compare", id="versions.mark"),
+        Binding("c", "mark", "Mark A/B", id="versions.mark"),
+        Binding("C", "clear_marks", "Clear marks", id="versions.clear_marks"),
         Binding("r", "reload", "Reload", id="versions.reload"),
         Binding("escape", "back", "Back", id="versions.back"),
         # j and k move as in the trace list.
@@ -119,8 +184,9 @@ class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
     PALETTE: ClassVar[tuple[PaletteCommand, ...]] = (
         PaletteCommand("versions: show in the trace list", "Filter the trace list to the highlighted version",
                        "select"),
-        PaletteCommand("versions: mark for compare", "Mark the highlighted version; two marks open the comparison",
-                       "mark"),
+        PaletteCommand("versions: mark for compare", "Mark the highlighted version A, then another B: the comparison "
+                       "opens", "mark"),
+        PaletteCommand("versions: clear the compare marks", "Unmark A", "clear_marks"),
         PaletteCommand("versions: reload", "Read the store again", "reload"),
         PaletteCommand("versions: back", "Back to the trace list", "back"),
     )
@@ -153,14 +219,15 @@ class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
             for i in range(3):
                 with Horizontal(classes="version-plot"):
                     yield Static(classes="version-plot-label", id=f"version-plot-label-{i}")
-                    yield Sparkline([], id=f"version-plot-{i}", classes="version-plot-line")
+                    yield Trend(id=f"version-plot-{i}", classes="version-plot-line")
                     yield Static(classes="version-plot-range", id=f"version-plot-range-{i}")
         yield WideFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#versions-table", DataTable)
-        for label in COLUMNS:
-            table.add_column(label, key=label or "mark")
+        table.add_column(MARK_COLUMN, key="mark", width=len(MARK_COLUMN))
+        for label in COLUMNS[1:]:
+            table.add_column(label, key=label)
         self._load()
 
     # ------------------------------------------------------------------ loading (thread workers)
@@ -182,23 +249,34 @@ class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
         table.clear()
         cursor = 0
         for i, v in enumerate(self.rows):
-            table.add_row(*(scrub(c) for c in version_row(v, self._mark(v.key))), key=v.key.label)
-            if self.current == [v.key.label]:
+            # Row keys by position: two versions may spell the same label ("a@b" + "c" and "a" + "b@c").
+            table.add_row(*(scrub(c) for c in version_row(v, self._mark(v.key))), key=str(i))
+            if self.current == [v.key.ref]:
                 cursor = i
-        summary = self.query_one("#versions-summary", Static)
-        if not self.rows:
-            summary.update(Text("No traces yet: nothing to compare.", style="dim"))
-        else:
-            text = Text.assemble((f"{len(self.rows):,}", "bold"),
-                                 f" prompt version{'s' if len(self.rows) != 1 else ''}")
-            text.append("   enter shows its traces · c marks two to compare · escape back", style="dim")
-            if any(v.cost.partial for v in self.rows):
-                text.append("   * some costs unknown, left out of the mean", style="dim")
-            summary.update(text)
+        self._update_summary()
+        if self.rows:
             table.move_cursor(row=cursor)
             table.focus()
             self._show(cursor)
         self.refresh_bindings()
+
+    def _update_summary(self) -> None:
+        """The line above the table: how many versions, the keys, and what is marked for the comparison."""
+        summary = self.query_one("#versions-summary", Static)
+        if not self.rows:
+            summary.update(Text("No traces yet: nothing to compare.", style="dim"))
+            return
+        text = Text.assemble((f"{len(self.rows):,}", "bold"), f" prompt version{'s' if len(self.rows) != 1 else ''}")
+        if self.marked:
+            text.append("   marked A: ", style="bold magenta")
+            text.append(one_line(self.marked[0].label, 40), style="bold")
+            text.append(" · c on another version compares it as B · C clears", style="dim")
+        else:
+            text.append("   enter shows its traces · c marks A, then c on another compares it as B · escape back",
+                        style="dim")
+        if any(v.cost.partial for v in self.rows):
+            text.append("   * some costs unknown, left out of the mean", style="dim")
+        summary.update(scrub(text))
 
     def on_versions_screen__series(self, message: _Series) -> None:
         if message.key != self.series_key:
@@ -238,7 +316,7 @@ class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
         self.query_one("#version-detail-title", Static).update(scrub(title))
         for i, s in enumerate(series_of(self.buckets)):
             self.query_one(f"#version-plot-label-{i}", Static).update(Text(s.label, style="bold"))
-            self.query_one(f"#version-plot-{i}", Sparkline).data = s.values
+            self.query_one(f"#version-plot-{i}", Trend).show(s.points, s.scale)
             self.query_one(f"#version-plot-range-{i}", Static).update(
                 Text("") if loading else s.summary())
 
@@ -254,6 +332,8 @@ class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("select", "mark"):
             return self.highlighted() is not None
+        if action == "clear_marks":
+            return bool(self.marked)
         return True
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -263,26 +343,39 @@ class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
     def action_select(self) -> None:
         v = self.highlighted()
         if v is not None:
-            self.dismiss([v.key.label])
+            # The exact (name, version): its label would be split again at the last "@", and a version that
+            # holds one ("[@click=app.quit]x") would then match nothing.
+            self.dismiss([v.key.ref])
 
     def action_mark(self) -> None:
+        """Mark the highlighted version A; on another version, B, and the comparison opens. `c` never unmarks
+        (a cursor that did not move would silently undo the mark): C clears."""
         v = self.highlighted()
         if v is None:
             return
         if v.key in self.marked:
-            self.marked.remove(v.key)
-        else:
-            self.marked.append(v.key)
+            self.notify(f"Already marked A: {one_line(v.key.label, 60)}. Move to another version and press c, or "
+                        "C to clear.", severity="warning", markup=False)
+            return
+        self.marked.append(v.key)
         if len(self.marked) == 2:
             a, b = (next(r for r in self.rows if r.key == k) for k in self.marked)
             self.marked = []
             self.app.push_screen(VersionCompareScreen(a, b))
         self._refresh_marks()
 
+    def action_clear_marks(self) -> None:
+        self.marked = []
+        self._refresh_marks()
+
     def _refresh_marks(self) -> None:
         table = self.query_one("#versions-table", DataTable)
-        for v in self.rows:
-            table.update_cell(v.key.label, "mark", Text(self._mark(v.key), style="bold magenta"))
+        for i, v in enumerate(self.rows):
+            mark = self._mark(v.key)
+            table.update_cell(str(i), "mark", Text(mark, style="bold reverse magenta" if mark else "",
+                                                   justify="center"))
+        self._update_summary()
+        self.refresh_bindings()
 
     def action_down(self) -> None:
         self.query_one("#versions-table", DataTable).action_cursor_down()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -126,19 +127,22 @@ class TraceFilter:
     since: str | None = None
     until: str | None = None
 
-    def where(self, *, probe_search: bool = False) -> tuple[str, list[Any]]:
-        """The SQL condition and its parameters. `probe_search` asks the search index about each row in turn
-        instead of collecting all its hits first: faster for words that many traces hold (see list_traces)."""
+    def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
         if self.prompt_versions:
             ors = []
             for pv in self.prompt_versions:
-                if "@" in pv:
-                    # The version never holds "@"; a prompt name may ("team@acme@v9").
-                    name, _, version = pv.rpartition("@")
+                if isinstance(pv, VersionRef):
                     ors.append("(prompt_name IS ? AND prompt_version IS ?)")
-                    params += [None if name == NO_PROMPT else name, _version_or_none(version)]
+                    params += [pv.name, pv.version]
+                elif "@" in pv:
+                    # NAME@VERSION names the version whose name, "@" and version spell exactly this text: either
+                    # may hold "@" ("team@acme@v9", "a@b@c@d"), so every split is asked for. Two stored versions
+                    # spelt the same way are told apart with --prompt NAME and the bare version.
+                    for name, version in version_splits(pv):
+                        ors.append("(prompt_name IS ? AND prompt_version IS ?)")
+                        params += [name, version]
                 else:
                     ors.append("prompt_version IS ?")
                     params.append(_version_or_none(pv))
@@ -159,11 +163,7 @@ class TraceFilter:
             params.append(self.rule)
         if self.search:
             fts = fts_query(self.search)
-            if fts is not None and probe_search:
-                clauses.append("EXISTS (SELECT 1 FROM search_docs AS d, trace_search WHERE d.trace_id = traces.id "
-                               "AND trace_search.rowid = d.doc AND trace_search MATCH ?)")
-                params.append(fts)
-            elif fts is not None:
+            if fts is not None:
                 # The full-text index: the words in order, the last one also as the start of a longer word.
                 clauses.append("id IN (SELECT trace_id FROM search_docs WHERE doc IN "
                                "(SELECT rowid FROM trace_search WHERE trace_search MATCH ?))")
@@ -206,6 +206,35 @@ def _version_or_none(v: str) -> str | None:
     return None if v in (NO_VERSION, "") else v
 
 
+def version_splits(text: str) -> list[tuple[str | None, str | None]]:
+    """Every (prompt name, version) that NAME@VERSION text could spell, one per "@", the last split first;
+    "(no prompt)" and "(no version)" (or nothing after the "@") are None."""
+    out: list[tuple[str | None, str | None]] = []
+    at = len(text)
+    while (at := text.rfind("@", 0, at)) >= 0:
+        name = text[:at]
+        out.append((None if name == NO_PROMPT else name, _version_or_none(text[at + 1:])))
+    return out
+
+
+class VersionRef(str):
+    """A --prompt-version value that names exactly one (prompt name, version), whatever either holds: the TUI
+    hands these to the list's filter, so a version with "@" in it is never split again. As text it is the usual
+    NAME@VERSION label, so it shows and compares like one."""
+
+    name: str | None
+    version: str | None
+
+    def __new__(cls, name: str | None, version: str | None) -> VersionRef:
+        label = f"{NO_PROMPT if name is None else name}@{NO_VERSION if version is None else version}"
+        self = super().__new__(cls, label)
+        self.name, self.version = name, version
+        return self
+
+    def __getnewargs__(self) -> tuple[str | None, str | None]:  # type: ignore[override]
+        return self.name, self.version  # copies and pickles keep the exact pair
+
+
 def _parse_bound(text: str) -> datetime:
     from .models import parse_time
 
@@ -220,12 +249,13 @@ def _parse_bound(text: str) -> datetime:
 # after exact characters the index does not keep, and the search falls back to a substring match.
 _FTS_SEPARATORS = frozenset(" \t_-./:@,'\"?!()")
 _FTS_WORD = re.compile(r"[^\W_]+")
-# A search either collects every hit and sorts them (~4 µs a hit) or walks the list newest first and asks the index
-# about each row (~100 µs a row, 50 / share-of-traces-hit rows for a page of 50). Walking wins once a word is in
-# more than sqrt(SEARCH_COST_RATIO / traces) of the traces: 3.5% of a million, 11% of 100,000, never for small
-# stores. Words in between are the slow case (~0.1 s at a million).
-SEARCH_COST_RATIO = 1_250
-SEARCH_MIN_HITS = 1_000  # below this many hits, sorting them is always quick
+# A search document's number says when its trace started: microseconds since 1970 times DOC_SLOTS, plus a slot
+# for traces that started in the same microsecond. The index then hands out its hits newest first (FTS5 reads
+# its lists in rowid order, either way), so the first page of a search for a word half the traces hold reads
+# a page's worth of hits instead of sorting half a million. Traces without a start time (listed last) get
+# numbers below every time's. 1990-2100 times 2,048 slots stays below 2**63.
+DOC_SLOTS = 2_048
+_NO_TIME_DOCS = 1 << 40  # document numbers of traces without a start time: 1 up to this
 SEARCH_TEXT_LIMIT = 200_000  # characters of one trace's text that are indexed (a 5 MB answer is cut there)
 _SEARCH_PIECE_LIMIT = 20_000  # characters of any one text field
 
@@ -305,19 +335,61 @@ def _stored_trace(conn: sqlite3.Connection, trace_id: str) -> Trace | None:
     return trace
 
 
+def doc_range(started_at: str | None) -> tuple[int, int]:
+    """The document numbers [first, end) of traces with this start time (the store's form, or None)."""
+    if started_at is None:
+        return 1, _NO_TIME_DOCS
+    dt = datetime.strptime(started_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    micros = (dt - _EPOCH) // timedelta(microseconds=1)
+    return micros * DOC_SLOTS, (micros + 1) * DOC_SLOTS
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def new_doc(conn: sqlite3.Connection, trace_id: str, started_at: str | None) -> int:
+    """A search document number for a trace, in its start time's range, recorded in search_docs."""
+    first, end = doc_range(started_at)
+    last = conn.execute("SELECT max(doc) FROM search_docs WHERE doc >= ? AND doc < ?", (first, end)).fetchone()[0]
+    doc = first if last is None else last + 1
+    if doc >= end:
+        # More than DOC_SLOTS traces in one microsecond: filed with the traces without a time. Searches still find
+        # it; only its place among the hits is off.
+        doc = (conn.execute("SELECT max(doc) FROM search_docs WHERE doc < ?", (_NO_TIME_DOCS,)).fetchone()[0]
+               or 0) + 1
+    conn.execute("INSERT INTO search_docs (doc, trace_id) VALUES (?, ?)", (doc, trace_id))
+    return doc
+
+
 def index_existing_traces(conn: sqlite3.Connection) -> int:
     """Search documents for every stored trace that has none (the search migration, on a store with traces)."""
     n = 0
-    ids = [r[0] for r in conn.execute(
-        "SELECT id FROM traces WHERE id NOT IN (SELECT trace_id FROM search_docs)").fetchall()]
-    for tid in ids:
+    rows = conn.execute(
+        "SELECT id, started_at FROM traces WHERE id NOT IN (SELECT trace_id FROM search_docs)").fetchall()
+    for tid, started in rows:
         trace = _stored_trace(conn, tid)
         if trace is None:
             continue
-        doc = conn.execute("INSERT INTO search_docs (trace_id) VALUES (?)", (tid,)).lastrowid
+        doc = new_doc(conn, tid, started)
         conn.execute("INSERT INTO trace_search (rowid, body) VALUES (?, ?)", (doc, search_text(trace)))
         n += 1
     return n
+
+
+def _keyset(after: tuple[str | None, str] | None) -> tuple[str, list[Any]]:
+    """Rows strictly after the given (started_at, id) in (started_at DESC, id DESC) order; NULL times sort last."""
+    if after is None:
+        return "", []
+    started, tid = after
+    if started is None:
+        return " AND started_at IS NULL AND id < ?", [tid]
+    return " AND (started_at < ? OR (started_at = ? AND id < ?) OR started_at IS NULL)", [started, started, tid]
+
+
+def _list_order(row: Any) -> tuple[bool, str, str]:
+    """The list's order for summary rows sorted in Python with reverse=True: newest first, then by ID descending,
+    rows without a start time last."""
+    return (row[5] is not None, row[5] or "", row[0])
 
 
 @dataclass
@@ -565,6 +637,9 @@ class Store:
         self.backup: Path | None = None  # the copy taken before migrating an older store
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a store file")
+        if not create and self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take an empty file for an empty database; a read command must not turn it into a store.
+            raise StoreError(f"{self.path}: an empty file, not a store (loupe ingest creates one); left as it is")
         if not self.path.exists():
             if not create:
                 raise StoreError(f"{self.path}: no store there (loupe ingest creates one)")
@@ -755,20 +830,15 @@ class Store:
                 counts.traces_with_findings += found > 0
         return counts
 
-    def _merged(self, conn: sqlite3.Connection, trace: Trace) -> Trace:
-        """The stored trace of the same ID combined with this one, span by span (see Trace.merge)."""
-        row = conn.execute("SELECT header FROM traces WHERE id = ?", (trace.id,)).fetchone()
-        if row is None:
-            return trace
-        old = Trace.model_validate(json.loads(row[0]))
-        old.steps = [Step.model_validate_json(r[0]) for r in conn.execute(
-            "SELECT data FROM steps WHERE trace_id = ? ORDER BY idx", (trace.id,))]
-        return merge_traces(old, trace)
-
     def _write_trace(self, conn: sqlite3.Connection, trace: Trace) -> tuple[bool, int]:
         """Write one trace with its costs and findings; (whether it replaced a stored one, findings)."""
+        stored: Trace | None = None
         if trace.merge:
-            trace = self._merged(conn, trace)
+            # The stored trace of the same ID combined with this one, span by span (see Trace.merge); read once,
+            # it also gives the words its search document was made of.
+            stored = _stored_trace(conn, trace.id)
+            if stored is not None:
+                trace = merge_traces(stored, trace)
         costs = {s.id: self.pricer.step_cost(s) for s in trace.steps}
         totals = compute_totals(trace, costs, [])
         rules = run_rules(trace, self.rules_config, totals=totals, pricer=self.pricer)
@@ -779,13 +849,16 @@ class Store:
         if existed:
             if doc_row is not None:
                 # A contentless index forgets a document only when told the words it was given.
-                try:
-                    old = _stored_trace(conn, trace.id)
-                except ValueError:
-                    old = None  # unreadable as a trace now: its old words stay, pointing at this trace only
-                if old is not None:
+                if stored is None:
+                    try:
+                        stored = _stored_trace(conn, trace.id)
+                    except ValueError:
+                        stored = None  # unreadable as a trace now: its old words stay, pointing at this trace only
+                if stored is not None:
                     conn.execute("INSERT INTO trace_search (trace_search, rowid, body) VALUES ('delete', ?, ?)",
-                                 (doc_row[0], search_text(old)))
+                                 (doc_row[0], search_text(stored)))
+                # A new number: the start time, which the number follows, may have changed.
+                conn.execute("DELETE FROM search_docs WHERE doc = ?", (doc_row[0],))
             conn.execute("DELETE FROM steps WHERE trace_id = ?", (trace.id,))
             conn.execute("DELETE FROM findings WHERE trace_id = ?", (trace.id,))
             conn.execute("DELETE FROM traces WHERE id = ?", (trace.id,))
@@ -832,8 +905,7 @@ class Store:
                 for i, f in enumerate(rules.findings)
             ],
         )
-        doc = doc_row[0] if doc_row is not None else conn.execute(
-            "INSERT INTO search_docs (trace_id) VALUES (?)", (trace.id,)).lastrowid
+        doc = new_doc(conn, trace.id, format_time(start))
         conn.execute("INSERT INTO trace_search (rowid, body) VALUES (?, ?)", (doc, search_text(trace)))
         return existed, len(rules.findings)
 
@@ -904,26 +976,16 @@ class Store:
             return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def count_traces(self, flt: TraceFilter | None = None) -> int:
-        where, params = (flt or TraceFilter()).where()
+        flt = flt or TraceFilter()
+        query = fts_query(flt.search) if flt.search else None
+        if query is not None and dataclasses.replace(flt, search=None) == TraceFilter():
+            # A search alone: every trace has one document, so the index counts them without reading the traces.
+            with self._lock:
+                return int(self.db.conn.execute(
+                    "SELECT count(*) FROM trace_search WHERE trace_search MATCH ?", (query,)).fetchone()[0])
+        where, params = flt.where()
         with self._lock:
             return self.db.conn.execute(f"SELECT count(*) FROM traces WHERE {where}", params).fetchone()[0]
-
-    def _common_search(self, flt: TraceFilter) -> bool:
-        """Whether the filter searches the index for words common enough that walking the list is faster than
-        sorting their hits (see SEARCH_COST_RATIO); the hits are counted only up to that point."""
-        query = fts_query(flt.search) if flt.search else None
-        if query is None:
-            return False
-        with self._lock:
-            conn = self.db.conn
-            docs = conn.execute("SELECT max(doc) FROM search_docs").fetchone()[0] or 0  # ~ traces, in O(log n)
-            enough = max(SEARCH_MIN_HITS, int((SEARCH_COST_RATIO * docs) ** 0.5))
-            if docs < 2 * enough:
-                return False
-            n = conn.execute(
-                "SELECT count(*) FROM (SELECT rowid FROM trace_search WHERE trace_search MATCH ? LIMIT ?)",
-                (query, enough)).fetchone()[0]
-        return bool(n >= enough)
 
     def list_traces(
         self,
@@ -935,30 +997,63 @@ class Store:
     ) -> list[TraceSummary]:
         """Traces newest first. Page with `after` (the last row's (started_at, id)) or, for jumps, `offset`."""
         flt = flt or TraceFilter()
-        # A search for words many traces hold is answered by walking the list newest first and asking the index
-        # about each row (a few rows per hit); one for rare words by collecting the hits and sorting them.
-        where, params = flt.where(probe_search=self._common_search(flt))
-        sql = f"SELECT {SUMMARY_COLUMNS} FROM traces WHERE {where}"
-        if after is not None:
-            started, tid = after
-            # Keyset: rows strictly after the given one in (started_at DESC, id DESC) order; NULL times sort last.
-            if started is None:
-                sql += " AND started_at IS NULL AND id < ?"
-                params = [*params, tid]
-            else:
-                sql += " AND (started_at < ? OR (started_at = ? AND id < ?) OR started_at IS NULL)"
-                params = [*params, started, started, tid]
+        query = fts_query(flt.search) if flt.search else None
+        if query is not None:
+            return self._search_page(flt, query, limit, offset or 0, after)
+        where, params = flt.where()
+        keyset, keyset_params = _keyset(after)
         # SQLite sorts NULL below every value, so DESC puts traces without a start time last by itself; spelling
         # that out ("started_at IS NULL" first) would keep the indexes from giving the order, and every page
         # would sort all the matching rows (seconds at a million traces).
-        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        params = [*params, limit]
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM traces WHERE {where}{keyset} ORDER BY started_at DESC, id DESC LIMIT ?"
+        params = [*params, *keyset_params, limit]
         if offset:
             sql += " OFFSET ?"
             params.append(offset)
         with self._lock:
             rows = self.db.conn.execute(sql, params).fetchall()
         return [_summary(r) for r in rows]
+
+    def _search_page(self, flt: TraceFilter, query: str, limit: int, offset: int,
+                     after: tuple[str | None, str] | None) -> list[TraceSummary]:
+        """A page of a search: the index's hits read newest first (document numbers follow start times, see
+        DOC_SLOTS) in growing chunks, each checked against the other filters, until the page is certain."""
+        rest, rest_params = dataclasses.replace(flt, search=None).where()
+        keyset, keyset_params = _keyset(after)
+        need = offset + limit
+        below = doc_range(after[0])[1] if after is not None else None  # hits up to the last row's microsecond
+        found: list[Any] = []
+        # Each read of the index costs about as much as the word's whole list of hits when its last word is a
+        # prefix (FTS5 merges the words it stands for): read few times. With other filters, expect to need more.
+        chunk = min(max(64, 2 * need) * (1 if rest == "1" else 16), 8_192)
+        with self._lock:
+            conn = self.db.conn
+            while True:
+                if below is None:
+                    docs = [r[0] for r in conn.execute(
+                        "SELECT rowid FROM trace_search WHERE trace_search MATCH ? ORDER BY rowid DESC LIMIT ?",
+                        (query, chunk))]
+                else:
+                    docs = [r[0] for r in conn.execute(
+                        "SELECT rowid FROM trace_search WHERE trace_search MATCH ? AND rowid < ? "
+                        "ORDER BY rowid DESC LIMIT ?", (query, below, chunk))]
+                if docs:
+                    marks = ",".join("?" * len(docs))
+                    found += conn.execute(
+                        f"SELECT {SUMMARY_COLUMNS} FROM traces WHERE id IN (SELECT trace_id FROM search_docs "
+                        f"WHERE doc IN ({marks})) AND {rest}{keyset}", [*docs, *rest_params, *keyset_params]).fetchall()
+                    below = docs[-1]
+                if len(docs) < chunk:
+                    break  # every hit read
+                if len(found) >= need and below is not None:
+                    found.sort(key=_list_order, reverse=True)
+                    # The hits still unread started no later than the last one read: once that is before the
+                    # page's last row's microsecond, none of them can come before it.
+                    if below <= doc_range(found[need - 1][5])[0]:
+                        break
+                chunk = min(chunk * 4, 8_192)
+        found.sort(key=_list_order, reverse=True)
+        return [_summary(r) for r in found[offset:need]]
 
     def iter_traces(self, flt: TraceFilter | None = None, *, page: int = 500) -> Iterator[TraceSummary]:
         after = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,6 +23,39 @@ class Rate:
     cache_read: float | None
     cache_write: float | None
     tiered: object | None = None  # genai_prices ModelPrice when prices are not flat
+
+
+# What a model name adds to the name it was matched by that makes it another model, not a snapshot of the same
+# one: a size or tier ("-8b", "-mini", "-lite", "-pro"). Dates, "-latest" and "-preview" are the same model.
+_VARIANT = re.compile(
+    r"(?:^|[-_.:/ ])(?:mini|nano|lite|small|micro|tiny|pro|plus|max|ultra|turbo|large|medium|flash|haiku|sonnet|"
+    r"opus|instant|\d+(?:\.\d+)?[bmk]|\d+x\d+b)(?=$|[-_.:/ ])", re.IGNORECASE)
+
+
+def _clause_texts(clause: Any) -> list[str]:
+    """Every name a genai-prices match clause compares with (equals, starts_with, contains, ends_with)."""
+    out: list[str] = []
+    for attr in ("equals", "starts_with", "contains", "ends_with"):
+        v = getattr(clause, attr, None)
+        if isinstance(v, str):
+            out.append(v)
+    for attr in ("or_", "and_"):
+        for sub in getattr(clause, attr, None) or []:
+            out.extend(_clause_texts(sub))
+    return out
+
+
+def _other_variant(model: str, clause: Any) -> bool:
+    """Whether `model` was matched by a looser clause (contains, starts with) while naming another variant."""
+    name = model.rsplit("/", 1)[-1].lower()
+    texts = [t.lower() for t in _clause_texts(clause)]
+    if name in texts:
+        return False
+    hits = [t for t in texts if t and t in name]
+    if not hits:
+        return False
+    rest = name.replace(max(hits, key=len), " ", 1)
+    return _VARIANT.search(rest) is not None
 
 
 class Pricer:
@@ -64,6 +98,8 @@ class Pricer:
         if found is None:
             return None
         prov, info = found
+        if _other_variant(model, info.match):
+            return None  # "gemini-1.5-flash-8b" found as "gemini-1.5-flash": another model's price would be wrong
         price = info.get_prices(datetime.now(tz=UTC))
         values = {k: getattr(price, k, None) for k in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")}
         flat = all(v is None or isinstance(v, Decimal) for v in values.values())

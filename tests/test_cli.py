@@ -389,3 +389,70 @@ def test_unknown_rule_is_a_usage_error_and_every_command_takes_db(ingested: Path
     assert runner.invoke(cli.app, ["ls", "--rule", "success-after-tool-error"]).exit_code == 0
     assert runner.invoke(cli.app, ["rules", "--db", "x.db"]).exit_code == 0
     assert runner.invoke(cli.app, ["schema", "--db", "x.db"]).exit_code == 0
+
+
+def test_latencies_of_hours_and_days_stay_short() -> None:
+    from tui.format import fmt_latency
+
+    assert fmt_latency(850) == "850ms"
+    assert fmt_latency(3_720) == "3.72s"
+    assert fmt_latency(9.4 * 60_000) == "9.4m"
+    assert fmt_latency(2.5 * 3_600_000) == "2.5h"
+    assert fmt_latency(393 * 86_400_000) == "393.0d"
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "p.db"
+    ROOT_SAMPLES = Path(__file__).resolve().parents[1] / "sample_traces"
+    code = ("import sys; from tui.cli import main; sys.argv = ['loupe', 'ingest', sys.argv[1], '--db', sys.argv[2]]; "
+            "main()")
+    subprocess.run([sys.executable, "-c", code, str(ROOT_SAMPLES), str(db)], check=True, capture_output=True,
+                   cwd=Path(__file__).resolve().parents[1])
+    ls = subprocess.Popen([sys.executable, "-c", "import sys; from tui.cli import main; "
+                           "sys.argv = ['loupe', 'ls', '--db', sys.argv[1]]; main()", str(db)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    assert ls.stdout is not None
+    ls.stdout.readline()
+    ls.stdout.close()  # like `| head -1`
+    _, err = ls.communicate()
+    assert ls.returncode == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_a_read_command_leaves_an_empty_file_alone(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tui.cli import app
+
+    empty = tmp_path / "zero.db"
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(app, ["ls", "--db", str(empty)])
+    assert result.exit_code == 3 and "empty file" in result.output
+    assert empty.read_bytes() == b""
+
+
+def test_sigterm_stops_an_ingest_waiting_on_a_fifo(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fifo = tmp_path / "traces.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from tui.cli import main; "
+                             "sys.argv = ['loupe', 'ingest', sys.argv[1], '--db', sys.argv[2]]; main()",
+                             str(fifo), str(tmp_path / "f.db")], stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1])
+    time.sleep(1.5)  # blocked opening the FIFO: no writer
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("ingest did not stop on SIGTERM while waiting for a FIFO's writer") from None
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert b"interrupted" in err

@@ -71,3 +71,15 @@ def test_reported_cost_is_kept_apart_from_computed() -> None:
 def test_inconsistent_usage_is_not_priced() -> None:
     c = Pricer().step_cost(llm("gpt-4o-mini", input_tokens=100, output_tokens=10, cache_read_tokens=500))
     assert c.computed is None and c.reason is not None and c.reason.startswith("usage inconsistent")
+
+
+@pytest.mark.parametrize(("model", "priced_as"), [
+    ("gemini-1.5-flash-8b", None),  # genai-prices finds it as "gemini-1.5-flash" (contains): another model
+    ("gemini-1.5-flash-002", "google/gemini-1.5-flash"),
+    ("claude-3-5-sonnet-20241022", "anthropic/claude-3-5-sonnet"),
+    ("claude-3-5-sonnet-latest", "anthropic/claude-3-5-sonnet"),
+    ("gpt-4o-mini", "openai/gpt-4o-mini"),
+])
+def test_a_looser_match_never_prices_another_variant(model: str, priced_as: str | None) -> None:
+    rate = Pricer().rate(model)
+    assert (rate.priced_as if rate else None) == priced_as

@@ -109,20 +109,58 @@ def test_a_store_with_traces_from_before_the_index_is_indexed_when_migrated(tmp_
     store.close()
 
 
-def test_common_and_rare_words_are_searched_two_ways_with_the_same_answer(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def _sql_order(store: Store, flt: TraceFilter) -> list[str]:
+    """The list as one SQL query over the filter's own condition, sorted by SQLite: what pages must add up to."""
+    where, params = flt.where()
+    return [r[0] for r in store.db.conn.execute(
+        f"SELECT id FROM traces WHERE {where} ORDER BY started_at DESC, id DESC", params)]
+
+
+def test_search_pages_come_newest_first_like_the_list(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    traces = [_trace(f"trc_{i:03d}", f"Answer {i}: " + ("the invoice is late" if i % 3 else "all good"),
-                     started=f"2026-01-02T10:{i // 60:02d}:{i % 60:02d}Z") for i in range(90)]
-    store.insert_traces(traces)
-    queries = ["invoice is late", "all good", "answer 1", "trc_04", "lookup_invoice"]
-    sorted_hits = {q: _ids(store, q) for q in queries}
-    assert not store._common_search(TraceFilter(search="invoice"))  # a small store always sorts its hits
-    monkeypatch.setattr(store_db, "SEARCH_MIN_HITS", 1)
-    monkeypatch.setattr(store_db, "SEARCH_COST_RATIO", 0)
-    assert store._common_search(TraceFilter(search="invoice"))  # now every word with a hit walks the list
-    for q in queries:
-        assert _ids(store, q) == sorted_hits[q], q
-        assert len(sorted_hits[q]) == store.count_traces(TraceFilter(search=q))
-    assert sorted_hits["all good"] == [f"trc_{i:03d}" for i in range(87, -1, -3)]
+    traces = []
+    for i in range(260):
+        # Ties (four traces per second, two per microsecond), traces without a time, inserted out of order.
+        started = None if i % 37 == 0 else f"2026-01-02T10:{(i // 4) // 60:02d}:{(i // 4) % 60:02d}.{i % 2:06d}Z"
+        t = _trace(f"trc_{(i * 7919) % 1000:03d}_{i}", "the invoice is late" if i % 3 else "all good")
+        t.started_at = None if started is None else Trace.model_validate({"id": "x", "started_at": started}).started_at
+        if i % 5 == 0:
+            t.prompt = None
+        traces.append(t)
+    store.insert_traces(list(reversed(traces)))
+    for flt in (TraceFilter(search="invoice"), TraceFilter(search="all good"), TraceFilter(search="trc"),
+                TraceFilter(search="invoice", prompt_versions=["v7"]), TraceFilter(search="nothing here")):
+        whole = _sql_order(store, flt)
+        assert [r.id for r in store.list_traces(flt, limit=1000)] == whole, flt
+        assert [r.id for r in store.iter_traces(flt, page=7)] == whole, flt  # keyset pages, ties included
+        assert [r.id for r in store.list_traces(flt, limit=9, offset=40)] == whole[40:49], flt
+        assert store.count_traces(flt) == len(whole)
+    assert store.count_traces(TraceFilter(search="is late")) == 173
+    store.close()
+
+
+def test_a_trace_that_arrives_in_parts_is_found_by_the_words_of_every_part(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store(path)
+    first = Trace.model_validate({"id": "trc_parts", "steps": [
+        {"id": "a", "type": "tool", "name": "lookup", "result": {"note": "alpha quadrant"}}]})
+    second = Trace.model_validate({"id": "trc_parts", "steps": [
+        {"id": "b", "type": "tool", "name": "lookup", "result": {"note": "bravo sector"}}]})
+    first.merge = second.merge = True  # as span-based sources (OTLP, serve) send them
+    store.insert_traces([first])
+    store.insert_traces([second])
+    assert _ids(store, "alpha quadrant") == ["trc_parts"] and _ids(store, "bravo sector") == ["trc_parts"]
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO trace_search (trace_search, rank) VALUES ('integrity-check', 1)")
+    conn.close()
+    store.close()
+
+
+def test_more_traces_in_one_microsecond_than_numbers_for_it_are_still_found(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_db, "DOC_SLOTS", 2)
+    store = Store(tmp_path / "s.db")
+    store.insert_traces([_trace(f"trc_same_{i}", "duplicate charge") for i in range(5)])
+    assert sorted(_ids(store, "duplicate charge")) == [f"trc_same_{i}" for i in range(5)]
+    assert store.count_traces(TraceFilter(search="duplicate")) == 5
     store.close()

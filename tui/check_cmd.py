@@ -114,13 +114,12 @@ def check(
 
 
 def _print_report(report: CheckReport, described: str) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    from .format import one_line, plural, scrub
+    from .format import one_line, plural, scrub, stdout_console
 
-    console = Console(highlight=False, markup=False, emoji=False, soft_wrap=False)
+    console = stdout_console(soft_wrap=False)
     if not console.is_terminal and console.width < 120:
         console.width = 120
     head = Text(f"Checked {plural(report.traces, 'trace')}")
@@ -190,13 +189,12 @@ def rules(
     if as_json:
         sys.stdout.write(json.dumps({"config": cfg.source, "rules": entries}, indent=2, ensure_ascii=True) + "\n")
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    from .format import inert
+    from .format import inert, stdout_console
 
-    console = Console(highlight=False, markup=False, emoji=False)
+    console = stdout_console()
     if not console.is_terminal and console.width < 120:
         console.width = 120  # piped: room for the rule IDs and a readable description
     console.print(Text("Configuration: " + (inert(cfg.source) if cfg.source else "none found (the defaults)"),

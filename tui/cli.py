@@ -48,7 +48,16 @@ class _LoupeGroup(TyperGroup):
         # ends any command the same way: a message naming the file, exit 3, never a traceback or exit 1.
         _opened.clear()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a reader that left shows here, not in Python's own flush at exit
+            return result
+        except BrokenPipeError as exc:
+            # `loupe ls | head`: the reader left early, which is not an error (click would exit 1). Stdout is
+            # pointed at /dev/null so the flush at exit does not fail again.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from exc
         except StoreError as exc:
             _err(str(exc))
             raise typer.Exit(EXIT_INPUT) from exc
@@ -212,7 +221,7 @@ def ingest(
 
     from store.importers import FORMATS, expand_paths, ingest_paths
 
-    from .format import inert, plural
+    from .format import inert, plural, stdout_console
 
     if fmt not in FORMATS:
         _err(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -230,8 +239,11 @@ def ingest(
         stored = 0
         started = 0
 
+        stopper = _StopOnSignal()
+
         def on_file(path: Path) -> None:
             nonlocal started
+            stopper.immediate = not path.is_file()
             # The bar counts files finished; the name is the file being read now.
             progress.update(task, description=inert(path.name)[:40], completed=started)
             started += 1
@@ -241,7 +253,7 @@ def ingest(
             stored += n
             progress.update(task, traces=stored)
 
-        with _StopOnSignal() as stop:
+        with stopper as stop:
             try:
                 report = ingest_paths(store, files, fmt, on_file=on_file, on_batch=on_batch, stop=stop.requested)
             except KeyboardInterrupt as exc:
@@ -256,7 +268,7 @@ def ingest(
                 _err(f"{plural(stored, 'trace')} had been stored in {store.path} before that")
                 raise typer.Exit(EXIT_INPUT) from exc
         progress.update(task, completed=len(files))
-    out = Console(highlight=False, soft_wrap=True)
+    out = stdout_console(soft_wrap=True)
     c = report.counts
     out.print(
         f"Imported {plural(c.traces, 'trace')} ({plural(c.steps, 'step')}) from {plural(report.files, 'file')} "
@@ -291,12 +303,15 @@ class _StopOnSignal:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        # Reading a pipe or FIFO can wait for ever for its writer: there the first signal stops at once.
+        self.immediate = False
 
     def requested(self) -> bool:
         return self.signum is not None
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.signum is not None:
+        if self.signum is not None or self.immediate:
+            self.signum = self.signum or signum
             raise KeyboardInterrupt
         self.signum = signum
         _err("stopping once the traces read so far are stored (Ctrl+C again stops now)")

@@ -38,9 +38,9 @@ evals_app = typer.Typer(
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from .format import stdout_console
 
-    console = Console(highlight=False, markup=False, emoji=False, soft_wrap=False)
+    console = stdout_console(soft_wrap=False)
     if not console.is_terminal and console.width < 120:
         console.width = 120  # piped: room for the case names
     return console

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from store.models import TraceSummary
 
 UNKNOWN = "?"
@@ -132,7 +134,11 @@ def fmt_latency(ms: float | None) -> str:
         return f"{ms:.0f}ms"
     if ms < 60_000:
         return f"{ms / 1000:.2f}s"
-    return f"{ms / 60_000:.1f}m"
+    if ms < 3_600_000:
+        return f"{ms / 60_000:.1f}m"
+    if ms < 48 * 3_600_000:
+        return f"{ms / 3_600_000:.1f}h"
+    return f"{ms / 86_400_000:,.1f}d"  # a trace open for days: still short enough for its column
 
 
 def fmt_time(iso: str | None) -> str:
@@ -148,3 +154,18 @@ def display_width(text: str) -> int:
 
 def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _reader_left() -> None:
+    raise BrokenPipeError  # the CLI ends such a command quietly with exit 0 (tui.cli._LoupeGroup.invoke)
+
+
+def stdout_console(**kwargs: Any) -> Console:
+    """A Rich console for a command's output: never parses markup or emoji in what it prints, and a reader that
+    leaves early (`loupe ls | head`) is not an error (Rich itself would exit 1)."""
+    from rich.console import Console
+
+    options: dict[str, Any] = {"highlight": False, "markup": False, "emoji": False}
+    console = Console(**{**options, **kwargs})
+    console.on_broken_pipe = _reader_left  # type: ignore[method-assign]
+    return console

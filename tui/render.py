@@ -22,6 +22,7 @@ from .format import (
     one_line,
     plural,
     scrub,
+    stdout_console,
     summary_cost,
     summary_tokens,
 )
@@ -31,7 +32,7 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def _console() -> Console:
-    console = Console(highlight=False, emoji=False, markup=False, soft_wrap=False)
+    console = stdout_console(soft_wrap=False)
     if not console.is_terminal and console.width < 160:
         console.width = 160  # piped output: room for a whole step line rather than wrapping at 80
     return console

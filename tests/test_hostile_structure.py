@@ -126,3 +126,25 @@ def test_arguments_that_are_not_an_object_are_kept_and_flagged(tmp_path: Path, c
     rules = [f.rule_id for f in stored.findings]
     assert ("malformed-tool-arguments" in rules) == malformed, rules
     assert show_json(db, "trc_a")["steps"][1]["arguments"] == args
+
+
+def test_native_parent_loops_are_cut_and_marked(tmp_path: Path) -> None:
+    from store.models import Trace
+    from tui.trace_text import step_label
+
+    data = {"id": "cyc", "steps": [
+        {"id": "s1", "parent_id": "s2", "type": "llm", "name": "a"},
+        {"id": "s2", "parent_id": "s1", "type": "tool", "name": "b"},
+        {"id": "s3", "parent_id": "s3", "type": "tool", "name": "self"},
+        {"id": "s4", "parent_id": "s1", "type": "tool", "name": "child"}]}
+    trace = validate_trace(data, "cyc.jsonl", 1, [])
+    by_id = {s.id: s for s in trace.steps}
+    assert by_id["s1"].parent_id is None and by_id["s1"].metadata["cyclic_parent_id"] == "s2"
+    assert by_id["s2"].parent_id == "s1"  # one cut per loop: the rest hangs from the cut step
+    assert by_id["s3"].parent_id is None and by_id["s3"].metadata["cyclic_parent_id"] == "s3"
+    assert by_id["s4"].parent_id == "s1"  # not in the loop: its link stays
+    assert any("lead back to it" in p for p in trace.problems) and not trace.partial
+    assert "parent loop via s2" in step_label(by_id["s1"], None, evidence=False).plain
+    with Store(tmp_path / "c.db") as store:
+        store.insert_traces([Trace.model_validate(trace.model_dump())])
+        assert len(store.get_trace("cyc").trace.steps) == 4

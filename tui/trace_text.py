@@ -157,6 +157,9 @@ def step_label(step: Step, cost: StepCost | None, *, evidence: bool, orphan: boo
     missing = step.metadata.get("missing_parent_id") or (step.parent_id if orphan else None)
     if missing:
         label.append(f"[missing parent {one_line(missing, 24)}] ", style="yellow")
+    looped = step.metadata.get("cyclic_parent_id")
+    if looped:
+        label.append(f"[parent loop via {one_line(looped, 24)}] ", style="yellow")
     label.append(f"{step.type} ", style="dim cyan" if not failed else "bold red")
     name_style = "bold red" if failed else (mark_style if evidence or current else "bold")
     label.append(one_line(step_name(step), 60), style=name_style)

@@ -214,11 +214,13 @@ def validate_trace(
             step.id = f"{step.id}#{i}"
         seen.add(step.id)
         steps.append(step)
+    for looped in cut_parent_loops(steps):
+        notes.append((f"steps.{looped}.parent_id", "its parents lead back to it; shown as a root"))
     trace.steps = steps
     for path, msg in notes:
         problems.append(ImportProblem(file, line, path or None, msg))
         trace.problems.append(f"{path}: {msg}" if path else msg)
-    if any(not msg.startswith("duplicate step ID") for _, msg in notes):
+    if any(not msg.startswith("duplicate step ID") and "lead back to it" not in msg for _, msg in notes):
         trace.partial = True
     if source and not trace.source:
         trace.source = source if line is None else f"{source}:{line}"
@@ -307,3 +309,32 @@ def iter_json_array(fh: IO[str]) -> Iterator[tuple[int, Any]]:
 
 
 _SPACE = re.compile(r"[ \t\r\n\ufeff]*")
+
+
+def cut_parent_loops(steps: list[Step]) -> list[int]:
+    """Parent links that loop (a -> b -> a: bad data) would hide every step of the loop from the tree: the loop's
+    earliest step becomes a root, its link kept as metadata["cyclic_parent_id"]. Returns the
+    indexes of the steps cut. One walk per step at most (linear), iterative: a chain thousands deep is fine."""
+    parent_of = {s.id: s.parent_id for s in steps}
+    order = {s.id: i for i, s in enumerate(steps)}
+    state: dict[str, int] = {}  # 1: on the walk now, 2: done
+    looped: set[str] = set()
+    for s in steps:
+        path: list[str] = []
+        x: str | None = s.id
+        while x is not None and x in parent_of and x not in state:
+            state[x] = 1
+            path.append(x)
+            x = parent_of[x]
+        if x is not None and state.get(x) == 1:
+            # One cut per loop, at its earliest step: the rest of the loop still hangs from it as a chain.
+            looped.add(min(path[path.index(x):], key=order.__getitem__))
+        for y in path:
+            state[y] = 2
+    cut = []
+    for i, s in enumerate(steps):
+        if s.id in looped:
+            s.metadata["cyclic_parent_id"] = s.parent_id
+            s.parent_id = None
+            cut.append(i)
+    return cut

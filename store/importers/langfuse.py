@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..models import Message, PromptRef, Step, Trace, parse_time
-from .base import ImportProblem, ImportResult, salvage, scrub
+from .base import ImportProblem, ImportResult, cut_parent_loops, salvage, scrub
 from .otlp import map_attributes, messages_from, step_type
 from .otlp_attributes import message_dict
 
@@ -582,16 +582,8 @@ def _linked(steps: list[Step]) -> list[Step]:
         if s.parent_id is not None and s.parent_id not in ids:
             s.metadata["missing_parent_id"] = s.parent_id
             s.parent_id = None
+    cut_parent_loops(steps)
     parent_of = {s.id: s.parent_id for s in steps}
-    for s in steps:
-        seen = {s.id}
-        p = parent_of[s.id]
-        while p is not None and p not in seen:
-            seen.add(p)
-            p = parent_of.get(p)
-        if p == s.id:
-            s.metadata["cyclic_parent_id"] = s.parent_id
-            s.parent_id = parent_of[s.id] = None
 
     def depth(step_id: str) -> int:
         d, p = 0, parent_of.get(step_id)

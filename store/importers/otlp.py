@@ -25,7 +25,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from ..models import PLAUSIBLE_YEARS, Step, Trace, format_time, parse_time
-from .base import ImportProblem, ImportResult, error_field, scrub, scrub_parsed
+from .base import ImportProblem, ImportResult, cut_parent_loops, error_field, scrub, scrub_parsed
 from .otlp_attributes import (
     _OPENINFERENCE_KINDS,
     _as_int,
@@ -384,17 +384,8 @@ def _assemble(trace_id: str, pending: _Pending, source: str, *, part: bool = Fal
             # The parent is in another file or was never exported: show the span as a root, keeping the link.
             e.step.metadata["missing_parent_id"] = parent
             e.step.parent_id = None
+    cut_parent_loops([e.step for e in entries])
     parent_of = {e.step.id: e.step.parent_id for e in entries}
-    for e in entries:
-        # Parent links that loop (bad data) would hide every span in the loop from the tree: cut the loop here.
-        seen = {e.step.id}
-        p = parent_of[e.step.id]
-        while p is not None and p not in seen:
-            seen.add(p)
-            p = parent_of.get(p)
-        if p == e.step.id:
-            e.step.metadata["cyclic_parent_id"] = e.step.parent_id
-            e.step.parent_id = parent_of[e.step.id] = None
 
     def depth(step_id: str) -> int:
         d = 0

@@ -258,6 +258,7 @@ DOC_SLOTS = 2_048
 _NO_TIME_DOCS = 1 << 40  # document numbers of traces without a start time: 1 up to this
 SEARCH_TEXT_LIMIT = 200_000  # characters of one trace's text that are indexed (a 5 MB answer is cut there)
 _SEARCH_PIECE_LIMIT = 20_000  # characters of any one text field
+_SEARCH_HEAD = 2_000  # characters of every field indexed before the rest of any long one
 
 
 def fts_query(text: str) -> str | None:
@@ -310,18 +311,24 @@ def search_text(trace: Trace) -> str:
         _texts(step.result, parts)
         if step.error is not None:
             _texts([step.error.type, step.error.message], parts)
-    seen: set[str] = set()
-    kept: list[str] = []
-    size = 0
-    for p in parts:
-        if p in seen:
+    # Every field's beginning first, then the rest of the long ones while the budget lasts: ten long retrieval
+    # results must not push a short tool error that comes after them out of the index.
+    heads: list[str] = []
+    tails: list[str] = []
+    for p in dict.fromkeys(parts):
+        if len(p) <= _SEARCH_HEAD:
+            heads.append(p)
             continue
-        seen.add(p)
-        kept.append(p)
-        size += len(p) + 1
-        if size >= SEARCH_TEXT_LIMIT:
+        cut = p.rfind(" ", _SEARCH_HEAD // 2, _SEARCH_HEAD)  # at a space, so no word is split in two
+        cut = cut if cut > 0 else _SEARCH_HEAD
+        heads.append(p[:cut])
+        tails.append(p[cut:])
+    text = "\n".join(heads)
+    for tail in tails:
+        if len(text) >= SEARCH_TEXT_LIMIT:
             break
-    return "\n".join(kept)[:SEARCH_TEXT_LIMIT]
+        text += "\n" + tail
+    return text[:SEARCH_TEXT_LIMIT]
 
 
 def _stored_trace(conn: sqlite3.Connection, trace_id: str) -> Trace | None:

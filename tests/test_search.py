@@ -164,3 +164,23 @@ def test_more_traces_in_one_microsecond_than_numbers_for_it_are_still_found(tmp_
     assert sorted(_ids(store, "duplicate charge")) == [f"trc_same_{i}" for i in range(5)]
     assert store.count_traces(TraceFilter(search="duplicate")) == 5
     store.close()
+
+
+def test_long_results_never_push_a_short_tool_error_out_of_the_index(tmp_path: Path) -> None:
+    import random
+    import string
+
+    rnd = random.Random(1)
+
+    def doc(n: int) -> str:
+        return " ".join("".join(rnd.choices(string.ascii_lowercase, k=7)) for _ in range(n // 8))
+
+    steps: list[dict[str, Any]] = [
+        {"id": f"s{i}", "type": "retrieval", "name": "search_docs", "arguments": {"q": "x"}, "result": doc(21_000),
+         "status": "ok"} for i in range(10)]
+    steps.append({"id": "s99", "type": "tool", "name": "issue_refund", "arguments": {"order": "A1"},
+                  "status": "error", "error": {"type": "QuotaExceeded", "message": "zanzibarquota exceeded"}})
+    with Store(tmp_path / "n.db") as store:
+        store.insert_traces([Trace.model_validate({"id": "needle", "steps": steps})])
+        for word in ("issue_refund", "zanzibarquota", "QuotaExceeded"):
+            assert [r.id for r in store.list_traces(TraceFilter(search=word))] == ["needle"], word

@@ -27,6 +27,7 @@ from .rules import (
     action_stems,
     claimed_success,
     failure_reason,
+    json_or_value,
     run_rules,
     tool_calls,
     tool_definitions,
@@ -386,15 +387,6 @@ def _quote(text: str, limit: int = 160) -> str:
     return json.dumps(text if len(text) <= limit else text[: limit - 1] + "…", ensure_ascii=False)
 
 
-def _parsed(value: Any) -> Any:
-    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _text_miss(a: Assertion, answer: str) -> str:
     """What the answer lacks (contains) or has (not-contains), in a few words."""
     values = [str(v) for v in (a.value if isinstance(a.value, list) else [a.value])]
@@ -414,7 +406,7 @@ def _text_miss(a: Assertion, answer: str) -> str:
 
 def _comparable(value: Any, config: Config | None) -> Any:
     """A value as recorded arguments are compared with a case's: JSON text parsed, strings masked like the case."""
-    value = _parsed(value)
+    value = json_or_value(value)
     if isinstance(value, str):
         return _PLACEHOLDER.sub(r"<\1>", masker_for(config).text(value))
     if isinstance(value, dict):
@@ -510,7 +502,7 @@ def _longest_repeat(calls: list[Call], tool: str) -> int:
     best = run = 0
     prev: str | None = None
     for c in calls:
-        key = c.name + "\x00" + json.dumps(_parsed(c.arguments), sort_keys=True, default=str)
+        key = c.name + "\x00" + json.dumps(json_or_value(c.arguments), sort_keys=True, default=str)
         run = run + 1 if key == prev else 1
         prev = key
         if c.name == tool:

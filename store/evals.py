@@ -16,7 +16,7 @@ from .config import Config
 from .db import Store, StoredTrace
 from .masking import Masker
 from .models import Assertion, EvalCase, Finding, Trace, format_time
-from .rules import _json_or_value, action_stems, claimed_success, failure_reason
+from .rules import action_stems, claimed_success, failure_reason, json_or_value
 
 GROUPS = {
     "success-after-tool-error": "Tool failure handling",
@@ -226,9 +226,9 @@ def build_case(stored: StoredTrace, masker: Masker | None = None, config: Config
     tools: list[Any] = []
     if first_llm is not None:
         params = dict(first_llm.params)
-        defined = _json_or_value(first_llm.metadata.get("tool_definitions"))
+        defined = json_or_value(first_llm.metadata.get("tool_definitions"))
         if not isinstance(defined, list) or not defined:
-            defined = _json_or_value(params.get("tools"))
+            defined = json_or_value(params.get("tools"))
         if isinstance(defined, list):
             tools = defined
             params.pop("tools", None)  # kept once, under tools

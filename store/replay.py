@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from .config import Config, load_config
 from .eval_run import derive, read_cases, score_trace
 from .models import EvalCase, PromptRef, Trace
+from .rules import json_or_value
 
 __all__ = ["RecordedToolError", "Replay", "ScoreResult", "UnrecordedCall", "load_cases", "score"]
 
@@ -60,11 +61,7 @@ class UnrecordedCall(LookupError):
 
 
 def _parsed(value: Any) -> Any:
-    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
+    value = json_or_value(value)
     if isinstance(value, str) and not value.strip():
         return {}  # some SDKs send "" for a tool without parameters
     return {} if value is None else value

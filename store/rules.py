@@ -357,7 +357,7 @@ def tool_calls(trace: Trace) -> list[Call]:
 
 def _definition(d: Any) -> tuple[str | None, Any]:
     """(name, JSON Schema of the arguments) of one tool definition in any of the common shapes."""
-    d = _json_or_value(d)
+    d = json_or_value(d)
     if not isinstance(d, dict):
         return None, None
     fn = d["function"] if isinstance(d.get("function"), dict) else d  # OpenAI nests it under "function"
@@ -365,7 +365,7 @@ def _definition(d: Any) -> tuple[str | None, Any]:
     schema = None
     for key in ("parameters", "input_schema", "inputSchema", "json_schema", "schema"):
         if fn.get(key) is not None:
-            schema = _json_or_value(fn[key])
+            schema = json_or_value(fn[key])
             break
     return (name if isinstance(name, str) and name else None), schema
 
@@ -375,9 +375,9 @@ def tool_definitions(step: Step | None) -> dict[str, Any] | None:
     the step records no definitions."""
     if step is None or step.type != "llm":
         return None
-    raw = _json_or_value(step.metadata.get("tool_definitions"))
+    raw = json_or_value(step.metadata.get("tool_definitions"))
     if not isinstance(raw, list) or not raw:
-        raw = _json_or_value(step.params.get("tools"))
+        raw = json_or_value(step.params.get("tools"))
     if not isinstance(raw, list):
         return None
     out: dict[str, Any] = {}
@@ -388,7 +388,8 @@ def tool_definitions(step: Step | None) -> dict[str, Any] | None:
     return out or None
 
 
-def _json_or_value(v: Any) -> Any:
+def json_or_value(v: Any) -> Any:
+    """A value that may arrive as JSON text (tool arguments, tool definitions): parsed when it is JSON."""
     if isinstance(v, str) and v.strip()[:1] in ("{", "["):
         try:
             return json.loads(v)
@@ -420,7 +421,7 @@ def _short(text: str, limit: int = 300) -> str:
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(_json_or_value(value), sort_keys=True, ensure_ascii=False, default=str)
+    return json.dumps(json_or_value(value), sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _sentence_at(text: str, start: int, end: int) -> str:
@@ -958,7 +959,7 @@ INJECTION_PATTERNS = (
 
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
     """Every string inside a value (JSON text read first), to scan each field on its own."""
-    value = _json_or_value(value)
+    value = json_or_value(value)
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict) and depth < 20:
@@ -971,7 +972,7 @@ def _strings(value: Any, depth: int = 0) -> Iterator[str]:
 
 def _messages(value: Any) -> list[dict[str, Any]] | None:
     """The chat messages of an input that is a conversation ([{role, content}...] or {"messages": [...]})."""
-    value = _json_or_value(value)
+    value = json_or_value(value)
     if isinstance(value, dict) and isinstance(value.get("messages"), list):
         value = value["messages"]
     if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from rich.text import Text
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from store.db import Store, VersionRef
 from store.versions import VersionKey
+from tests.test_tui import settle
 from tests.test_versions import store_with, trace
 from tui.app import make_app
 from tui.screens.trace_list import TraceListScreen
@@ -32,16 +32,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-async def settle(pilot: Pilot[Any]) -> None:
-    """Wait until no worker runs and what they posted has been handled."""
-    for _ in range(50):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        if not any(w.is_running for w in pilot.app.workers):
-            await pilot.pause()
-            if not any(w.is_running for w in pilot.app.workers):
-                return
-    raise AssertionError("workers did not settle")
 
 
 def cells(table: DataTable[Any], row: int) -> list[str]:

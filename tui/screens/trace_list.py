@@ -194,11 +194,14 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
             return not self.query_one("#search", Input).has_class("-hidden")
         return True
 
-    def _apply(self, flt: TraceFilter) -> None:
+    def _apply(self, flt: TraceFilter, *, recount: bool = False) -> None:
         self.matching = None
         self._update_summary()
         self.table.set_filter(flt)
-        self._count_total()
+        if recount or self.total is None:
+            # The total does not change with the filter (new traces are noticed by the poll, which recounts):
+            # counting a million rows again on every filter change would hold the store while the rows wait.
+            self._count_total()
         # No refresh of the keys here: the table says when the selection comes or goes (Highlighted), and a
         # footer rebuild on every filter change costs more than the new rows do.
 
@@ -279,7 +282,7 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
         self.table.select_trace(trace_id)
 
     def action_reload(self) -> None:
-        self._apply(self.table.filter)
+        self._apply(self.table.filter, recount=True)
 
     def on_trace_table_opened(self, message: TraceTable.Opened) -> None:
         from tui.app import LoupeApp

@@ -381,8 +381,10 @@ class TraceTable(ReportsWorkerFailures, ScrollView, can_focus=True):
         # changes again when the count comes.
         self.scroll_to(y=0, animate=False)
         self.cursor_row = 0
-        self._count_rows(self._generation, self.filter)
+        # The first page before the count: both take the store's one connection in turn, and the rows are what
+        # the user waits for (a count over a million rows takes longer than a page).
         self._request_page(0)
+        self._count_rows(self._generation, self.filter)
         self.refresh()
 
     def refresh_rows(self) -> bool:

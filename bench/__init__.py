@@ -1,0 +1,1 @@
+"""The benchmark suite: a generator of synthetic stores and the runner that measures loupe against raw SQLite."""

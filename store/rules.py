@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -196,6 +197,12 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 
 def action_stems(tool_name: str) -> list[str]:
     """The words of a tool's name that name its action, shortened to stems: issue_refund -> ['refund']."""
+    return list(_action_stems(tool_name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _action_stems(tool_name: str) -> tuple[str, ...]:
+    # Asked for every tool call of every trace with the same few tool names: worked out once per name.
     parts = re.split(r"[^A-Za-z]+|(?<=[a-z])(?=[A-Z])", tool_name)
     stems = []
     for p in parts:
@@ -203,9 +210,10 @@ def action_stems(tool_name: str) -> list[str]:
         if len(w) < 3 or w in _GENERIC:
             continue
         stems.append(_stem(w))
-    return stems
+    return tuple(stems)
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     w = word.lower()
     for suffix in ("ation", "ing", "ed", "es", "s"):

@@ -13,12 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
-from .migrations import KNOWN, migrations
 from .models import (
     SEVERITY_RANK,
     EvalCase,
@@ -33,6 +30,13 @@ from .models import (
 )
 from .pricing import Pricer, default_pricer
 from .rules import failure_reason, run_rules
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+# The migrations a store of this program has, in order (store/migrations.py's KNOWN; a test keeps the two equal).
+# Read with plain SQL on every open, so an up-to-date store is opened without importing sqlite-utils.
+SCHEMA = ("m001_initial", "m002_eval_results", "m003_search", "m004_version_indexes")
 
 ENV_DB = "LOUPE_DB"
 
@@ -659,14 +663,24 @@ class Store:
         else:
             self.read_only = not (_can_write(self.path) and _can_write(self.path.parent))
         conn: sqlite3.Connection | None = None
+        self._database: Database | None = None
         try:
             # Autocommit mode: every write transaction is explicit (see _write). One connection is shared by
             # the UI's worker threads, guarded by self._lock.
             conn = self._connect()
-            self.db = Database(conn)
+            self.conn = conn
             conn.execute("PRAGMA busy_timeout = 30000")
+            if self._up_to_date():
+                # The usual case: nothing to check or migrate, and sqlite-utils (and what it imports) is not
+                # loaded at all, so `loupe show` stays quick.
+                if not self.read_only:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                return
             self._check_version()
             if self.read_only:
+                from .migrations import migrations
+
                 pending = [m.name for m in migrations.pending(self.db)]
                 if pending:
                     raise StoreError(
@@ -687,6 +701,24 @@ class Store:
                 conn.close()
             raise store_failure(self.path, exc) from exc
 
+    @property
+    def db(self) -> Database:
+        """The connection as sqlite-utils sees it (for the migrations), made when first asked for."""
+        if self._database is None:
+            from sqlite_utils import Database
+
+            self._database = Database(self.conn)
+        return self._database
+
+    def _up_to_date(self) -> bool:
+        """Whether the store has exactly this program's migrations applied, read without sqlite-utils."""
+        try:
+            rows = self.conn.execute(
+                "SELECT name FROM _sqlite_migrations WHERE migration_set = 'traceloupe' ORDER BY rowid").fetchall()
+        except sqlite3.OperationalError:
+            return False  # a new file, or another program's: the full check decides
+        return tuple(r[0] for r in rows) == SCHEMA
+
     def _connect(self) -> sqlite3.Connection:
         if not self.read_only:
             return sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
@@ -702,6 +734,8 @@ class Store:
         """Apply pending migrations. An existing store is copied first (SQLite's backup API, a consistent copy
         even while others write), and the copy is named in a notice; a store that cannot be copied is not
         migrated."""
+        from .migrations import migrations
+
         applied = [m.name for m in migrations.applied(self.db)]
         pending = [m.name for m in migrations.pending(self.db)]
         if applied and pending:
@@ -716,7 +750,7 @@ class Store:
                 target = sqlite3.connect(str(backup))
                 try:
                     with self._lock:
-                        self.db.conn.backup(target)
+                        self.conn.backup(target)
                 finally:
                     target.close()
             except sqlite3.Error as exc:
@@ -730,7 +764,7 @@ class Store:
         # it once, and a migration that fails (a damaged page, a full disk) leaves the store as it was. (Every
         # migration so far is transactional; one that is not, a VACUUM, would have to run after the COMMIT.)
         with self._lock:
-            conn = self.db.conn
+            conn = self.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 migrations.apply(self.db)
@@ -750,6 +784,8 @@ class Store:
 
     def _check_version(self) -> None:
         """Refuse, untouched, a store from a newer loupe and an SQLite file that belongs to something else."""
+        from .migrations import KNOWN, migrations
+
         tables = set(self.db.table_names())
         applied = {m.name for m in migrations.applied(self.db)}
         if tables and not applied:
@@ -766,7 +802,7 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            self.db.conn.close()
+            self.conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -787,7 +823,7 @@ class Store:
             raise StoreError(f"{self.path}: the store cannot be written: the file or its folder is read-only; "
                              "nothing was changed")
         with self._lock:
-            conn = self.db.conn
+            conn = self.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -922,9 +958,9 @@ class Store:
         """A full trace ID from a full ID or a unique prefix."""
         ref = ref.strip()
         with self._lock:
-            if self.db.conn.execute("SELECT 1 FROM traces WHERE id = ?", (ref,)).fetchone():
+            if self.conn.execute("SELECT 1 FROM traces WHERE id = ?", (ref,)).fetchone():
                 return ref
-            rows = self.db.conn.execute(
+            rows = self.conn.execute(
                 "SELECT id FROM traces WHERE id >= ? AND id < ? ORDER BY id LIMIT 11", (ref, ref + "\U0010ffff")
             ).fetchall()
         if not rows or not ref:
@@ -936,7 +972,7 @@ class Store:
     def get_trace(self, ref: str) -> StoredTrace:
         trace_id = self.resolve_id(ref)
         with self._lock:
-            conn = self.db.conn
+            conn = self.conn
             row = conn.execute(
                 "SELECT header, rule_runs, ingested_at, steps, llm_calls, tool_calls, input_tokens, output_tokens, "
                 "cache_read_tokens, reasoning_tokens, usage_unknown_steps, cost, cost_unknown_steps, latency_ms, "
@@ -980,7 +1016,7 @@ class Store:
         """A number that changes when another connection commits to the store (PRAGMA data_version): cheap to
         poll, so a reader can tell when there is something new to show."""
         with self._lock:
-            return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
+            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def count_traces(self, flt: TraceFilter | None = None) -> int:
         flt = flt or TraceFilter()
@@ -988,11 +1024,11 @@ class Store:
         if query is not None and dataclasses.replace(flt, search=None) == TraceFilter():
             # A search alone: every trace has one document, so the index counts them without reading the traces.
             with self._lock:
-                return int(self.db.conn.execute(
+                return int(self.conn.execute(
                     "SELECT count(*) FROM trace_search WHERE trace_search MATCH ?", (query,)).fetchone()[0])
         where, params = flt.where()
         with self._lock:
-            return self.db.conn.execute(f"SELECT count(*) FROM traces WHERE {where}", params).fetchone()[0]
+            return self.conn.execute(f"SELECT count(*) FROM traces WHERE {where}", params).fetchone()[0]
 
     def list_traces(
         self,
@@ -1018,7 +1054,7 @@ class Store:
             sql += " OFFSET ?"
             params.append(offset)
         with self._lock:
-            rows = self.db.conn.execute(sql, params).fetchall()
+            rows = self.conn.execute(sql, params).fetchall()
         return [_summary(r) for r in rows]
 
     def _search_page(self, flt: TraceFilter, query: str, limit: int, offset: int,
@@ -1034,7 +1070,7 @@ class Store:
         # prefix (FTS5 merges the words it stands for): read few times. With other filters, expect to need more.
         chunk = min(max(64, 2 * need) * (1 if rest == "1" else 16), 8_192)
         with self._lock:
-            conn = self.db.conn
+            conn = self.conn
             while True:
                 if below is None:
                     docs = [r[0] for r in conn.execute(
@@ -1074,7 +1110,7 @@ class Store:
     def prompt_versions(self) -> list[tuple[str | None, str | None, int]]:
         """(prompt name, version, trace count), by name then version."""
         with self._lock:
-            rows = self.db.conn.execute(
+            rows = self.conn.execute(
                 "SELECT prompt_name, prompt_version, count(*) FROM traces GROUP BY prompt_name, prompt_version "
                 "ORDER BY prompt_name IS NULL, prompt_name, prompt_version IS NULL, prompt_version"
             ).fetchall()
@@ -1085,7 +1121,7 @@ class Store:
     def find_case(self, content_hash: str) -> tuple[str, str | None] | None:
         """(case ID, file path) of the case with this content hash, if there is one."""
         with self._lock:
-            row = self.db.conn.execute(
+            row = self.conn.execute(
                 "SELECT id, path FROM eval_cases WHERE content_hash = ?", (content_hash,)
             ).fetchone()
         return (row[0], row[1]) if row else None
@@ -1103,19 +1139,19 @@ class Store:
 
     def get_case(self, case_id: str) -> EvalCase | None:
         with self._lock:
-            row = self.db.conn.execute("SELECT data FROM eval_cases WHERE id = ?", (case_id,)).fetchone()
+            row = self.conn.execute("SELECT data FROM eval_cases WHERE id = ?", (case_id,)).fetchone()
         return EvalCase.model_validate_json(row[0]) if row else None
 
     def cases_for_trace(self, trace_id: str) -> list[tuple[str, str | None]]:
         with self._lock:
-            rows = self.db.conn.execute(
+            rows = self.conn.execute(
                 "SELECT id, path FROM eval_cases WHERE trace_id = ? ORDER BY created_at", (trace_id,)
             ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def list_cases(self) -> list[EvalCase]:
         with self._lock:
-            rows = self.db.conn.execute("SELECT data FROM eval_cases ORDER BY grp, created_at").fetchall()
+            rows = self.conn.execute("SELECT data FROM eval_cases ORDER BY grp, created_at").fetchall()
         return [EvalCase.model_validate_json(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ eval results
@@ -1138,7 +1174,7 @@ class Store:
         """The latest result per case and prompt version (for one case, or every case), newest first."""
         where, args = ("WHERE case_id = ?", [case_id]) if case_id else ("", [])
         with self._lock:
-            rows = self.db.conn.execute(
+            rows = self.conn.execute(
                 "SELECT case_id, grp, prompt_name, prompt_version, trace_id, status, ran_at, data FROM ("
                 "  SELECT *, row_number() OVER (PARTITION BY case_id, prompt_name, prompt_version "
                 f"  ORDER BY ran_at DESC, run_id DESC) AS n FROM eval_results {where}"

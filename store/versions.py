@@ -297,7 +297,7 @@ def _reading(store: Store) -> Iterator[sqlite3.Connection]:
     while another process writes."""
     # The store's one connection is shared by the UI's worker threads under its lock (see Store.__init__).
     with store._lock:
-        conn = store.db.conn
+        conn = store.conn
         conn.execute("BEGIN")
         try:
             yield conn

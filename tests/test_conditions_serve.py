@@ -187,8 +187,8 @@ class _Running:
 
 def test_a_full_disk_answers_503_stores_nothing_and_the_retry_succeeds(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    pages = store.db.conn.execute("PRAGMA page_count").fetchone()[0]
-    store.db.conn.execute(f"PRAGMA max_page_count = {pages}")  # not one page more: the disk is full
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count = {pages}")  # not one page more: the disk is full
     running = _Running(store)
     try:
         trace_id = "a" * 32
@@ -198,7 +198,7 @@ def test_a_full_disk_answers_503_stores_nothing_and_the_retry_succeeds(tmp_path:
         reason = json.loads(answer)["error"]
         assert "disk is full" in reason and str(store.path) in reason
         assert store.count_traces() == 0  # nothing of the request
-        store.db.conn.execute("PRAGMA max_page_count = 1073741823")  # space freed: the exporter's retry lands
+        store.conn.execute("PRAGMA max_page_count = 1073741823")  # space freed: the exporter's retry lands
         assert post(running.url, body)[0] == 200
         assert len(store.get_trace(trace_id).trace.steps) == 39
     finally:
@@ -231,7 +231,7 @@ def test_a_trace_that_cannot_be_stored_is_left_out_whole_and_counted(tmp_path: P
         assert int(partial["rejectedSpans"]) == 2 and bad_trace in partial["errorMessage"]
         assert [r.id for r in store.list_traces()] == [good_trace]
         for table in ("steps", "findings"):
-            n = store.db.conn.execute(f"SELECT count(*) FROM {table} WHERE trace_id = ?", (bad_trace,)).fetchone()
+            n = store.conn.execute(f"SELECT count(*) FROM {table} WHERE trace_id = ?", (bad_trace,)).fetchone()
             assert n[0] == 0, table
     finally:
         running.close()

@@ -295,8 +295,8 @@ def test_a_full_disk_refuses_the_write_and_leaves_the_file_as_it_was(tmp_path: P
 
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            pages = self.db.conn.execute("PRAGMA page_count").fetchone()[0]
-            self.db.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+            pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+            self.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
 
     monkeypatch.setattr(cli, "Store", FullDisk)
     out = _refused(["ingest", str(traces_file)], db, "the disk is full", "nothing of it was stored")
@@ -305,7 +305,7 @@ def test_a_full_disk_refuses_the_write_and_leaves_the_file_as_it_was(tmp_path: P
     assert _digest(db) == before
     with Store(db) as store:
         assert store.count_traces() == 21 and not store.list_cases()
-        assert store.db.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert store.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 @pytest.mark.skipif(not _can_mount(), reason="needs root to mount a small tmpfs that fills up")
@@ -325,5 +325,5 @@ def test_a_really_full_disk_keeps_whole_batches(tmp_path: Path) -> None:
         said = result.stderr.split("loupe: ")[-1]
         stored = int(said.split(" trace")[0].replace(",", ""))
         with Store(db) as store:
-            assert store.db.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert store.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             assert store.count_traces() == stored < 3000

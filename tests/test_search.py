@@ -112,7 +112,7 @@ def test_a_store_with_traces_from_before_the_index_is_indexed_when_migrated(tmp_
 def _sql_order(store: Store, flt: TraceFilter) -> list[str]:
     """The list as one SQL query over the filter's own condition, sorted by SQLite: what pages must add up to."""
     where, params = flt.where()
-    return [r[0] for r in store.db.conn.execute(
+    return [r[0] for r in store.conn.execute(
         f"SELECT id FROM traces WHERE {where} ORDER BY started_at DESC, id DESC", params)]
 
 

@@ -21,13 +21,13 @@ def test_blank_store_is_migrated_and_in_wal_mode(tmp_path: Path) -> None:
     store = _store(tmp_path)
     tables = set(store.db.table_names())
     assert {"traces", "steps", "findings", "eval_cases", "_sqlite_migrations"} <= tables
-    applied = [r[0] for r in store.db.conn.execute("SELECT name FROM _sqlite_migrations")]
+    applied = [r[0] for r in store.conn.execute("SELECT name FROM _sqlite_migrations")]
     assert applied == KNOWN
-    assert store.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
     # Opening again applies nothing twice.
     again = _store(tmp_path)
-    assert [r[0] for r in again.db.conn.execute("SELECT name FROM _sqlite_migrations")] == KNOWN
+    assert [r[0] for r in again.conn.execute("SELECT name FROM _sqlite_migrations")] == KNOWN
 
 
 def test_store_from_a_newer_loupe_is_refused_and_untouched(tmp_path: Path) -> None:
@@ -58,8 +58,8 @@ def test_insert_is_idempotent(tmp_path: Path, seed: dict) -> None:
     second = store.insert_traces([Trace.model_validate(seed)])
     assert (first.updated, second.updated) == (0, 1)
     assert store.count_traces() == 1
-    assert store.db.conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 4
-    assert store.db.conn.execute("SELECT count(*) FROM findings").fetchone()[0] == 3
+    assert store.conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 4
+    assert store.conn.execute("SELECT count(*) FROM findings").fetchone()[0] == 3
     assert store.get_trace("trc_7J4k9").trace.output == "changed"
 
 
@@ -228,3 +228,21 @@ def test_usage_of_an_agent_is_not_added_on_top_of_its_llm_children(tmp_path: Pat
     store.insert_traces([t])
     totals = store.get_trace("agent").totals
     assert (totals.input_tokens, totals.output_tokens) == (207, 21)
+
+
+def test_the_schema_the_store_checks_on_open_is_the_list_of_migrations() -> None:
+    from store.db import SCHEMA
+
+    assert SCHEMA == tuple(KNOWN)
+
+
+def test_an_up_to_date_store_opens_without_sqlite_utils(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    Store(tmp_path / "s.db").close()
+    code = ("import sys; from store.db import Store; s = Store(sys.argv[1], create=False); "
+            "s.list_traces(); print('sqlite_utils' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False", out.stderr

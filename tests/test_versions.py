@@ -124,7 +124,7 @@ def _norm(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 def assert_rollups_current(store: Store) -> None:
-    conn = store.db.conn
+    conn = store.conn
     want_hours, want_counts = expected_rollups(conn)
     got_hours, got_counts = kept_rollups(conn)
     assert _norm(got_hours) == _norm(want_hours)
@@ -151,7 +151,7 @@ def varied(n: int, seed: int = 3) -> list[dict[str, Any]]:
 def test_the_sums_follow_ingest_reingest_updates_and_deletes(tmp_path: Path) -> None:
     traces = varied(120)
     s = store_with(tmp_path / "s.db", traces, rules_config=BUDGETS)
-    assert s.db.conn.execute("SELECT count(*) FROM version_counts WHERE kind = 'budget'").fetchone()[0] > 0
+    assert s.conn.execute("SELECT count(*) FROM version_counts WHERE kind = 'budget'").fetchone()[0] > 0
     assert_rollups_current(s)
     # Ingesting the same traces again replaces them (delete, then insert): nothing counts twice.
     s.insert_traces([Trace.model_validate(t) for t in traces[:40]])
@@ -160,7 +160,7 @@ def test_the_sums_follow_ingest_reingest_updates_and_deletes(tmp_path: Path) -> 
     moved = [dict(t, prompt={"name": "triage", "version": "v9"}, started_at="2026-01-20T05:00:00Z") for t in traces[:10]]
     s.insert_traces([Trace.model_validate(t) for t in moved])
     assert_rollups_current(s)
-    conn = s.db.conn
+    conn = s.conn
     with s._write() as c:
         # Direct updates and deletes, in both orders (findings first, as ingest does; the trace first).
         c.execute("UPDATE traces SET prompt_version = 'v3', started_at = '2026-01-21T01:00:00.000000Z' "
@@ -197,7 +197,7 @@ def test_a_hostile_finding_never_keeps_a_trace_out(tmp_path: Path) -> None:
 def test_an_existing_store_gets_its_sums_when_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     s = store_with(path, varied(60, seed=9), rules_config=BUDGETS)
-    before = _norm(kept_rollups(s.db.conn)[0]), _norm(kept_rollups(s.db.conn)[1])
+    before = _norm(kept_rollups(s.conn)[0]), _norm(kept_rollups(s.conn)[1])
     table_before = [v.to_json() for v in version_table(s)]
     # Undo m004 as if the store came from a loupe without it.
     with s._write() as c:
@@ -209,7 +209,7 @@ def test_an_existing_store_gets_its_sums_when_migrated(tmp_path: Path) -> None:
         c.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_version_indexes'")
     s.close()
     s = Store(path)
-    assert (_norm(kept_rollups(s.db.conn)[0]), _norm(kept_rollups(s.db.conn)[1])) == before
+    assert (_norm(kept_rollups(s.conn)[0]), _norm(kept_rollups(s.conn)[1])) == before
     assert [v.to_json() for v in version_table(s)] == table_before
     assert_rollups_current(s)
 
@@ -358,7 +358,7 @@ def test_wilson_interval_known_values() -> None:
 def test_every_query_walks_an_index(tmp_path: Path) -> None:
     """The plans behind the speed (timed in bench/, never here): no full scan of the traces for the table."""
     s = store_with(tmp_path / "s.db", [trace(i, minute=i) for i in range(5)])
-    conn = s.db.conn
+    conn = s.conn
     key = ["support_agent", "v1"]
 
     def plan(sql: str, params: list[Any]) -> str:

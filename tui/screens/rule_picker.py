@@ -36,7 +36,7 @@ def rule_trace_counts(store: Store) -> list[RuleRow]:
     answers it without reading a trace, where counting each rule through `count_traces(TraceFilter(rule=...))`
     would take a query per rule and miss rule IDs written by another version of loupe."""
     with store._lock:
-        rows = store.db.conn.execute(
+        rows = store.conn.execute(
             "SELECT rule_id, count(DISTINCT trace_id) FROM findings GROUP BY rule_id"
         ).fetchall()
     return sorted(((str(r[0]), int(r[1])) for r in rows), key=lambda r: (-r[1], r[0]))

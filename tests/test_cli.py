@@ -456,3 +456,24 @@ def test_sigterm_stops_an_ingest_waiting_on_a_fifo(tmp_path: Path) -> None:
         raise AssertionError("ingest did not stop on SIGTERM while waiting for a FIFO's writer") from None
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert b"interrupted" in err
+
+
+def test_a_reader_leaving_early_keeps_a_failed_check_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import tui.check_cmd
+    from tui.cli import app
+
+    samples = Path(__file__).resolve().parents[1] / "sample_traces"
+    db = str(tmp_path / "v.db")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(samples), "--db", db]).exit_code == 0
+
+    def reader_left(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError
+
+    monkeypatch.setattr(tui.check_cmd, "_print_report", reader_left)
+    monkeypatch.setattr("os.dup2", lambda *a: None)  # the runner's stdout is not a real file
+    result = runner.invoke(app, ["check", "--db", db])
+    assert result.exit_code == 1, result.output  # the seed trace has error findings: still a failure
+    assert "Traceback" not in result.output

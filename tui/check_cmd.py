@@ -79,7 +79,7 @@ def check(
     above --fail-on, 3 when the configuration or the store cannot be read."""
     from store import checks
 
-    from .cli import EXIT_FINDINGS, EXIT_INPUT, EXIT_USAGE, _err, _filter, _open_store
+    from .cli import EXIT_FINDINGS, EXIT_INPUT, EXIT_USAGE, _err, _filter, _open_store, verdict_before_printing
 
     if fail_on not in SEVERITIES:
         _err(f"--fail-on must be error, warning or info, not {fail_on!r}")
@@ -104,6 +104,7 @@ def check(
         report = checks.check(store, flt, cast("Severity", fail_on))  # one of SEVERITIES, checked above
     finally:
         store.close()
+    verdict_before_printing(EXIT_FINDINGS if report.failed else 0)
     if as_json:
         # ASCII-only: trace text in messages and quotes reaches the terminal as \u escapes, never raw.
         sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=True) + "\n")

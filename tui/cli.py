@@ -47,6 +47,7 @@ class _LoupeGroup(TyperGroup):
         # A store that fails after it opened (damaged pages found by a query, a full disk, a file made read-only)
         # ends any command the same way: a message naming the file, exit 3, never a traceback or exit 1.
         _opened.clear()
+        _verdict[0] = 0
         try:
             result = super().invoke(ctx)
             sys.stdout.flush()  # a reader that left shows here, not in Python's own flush at exit
@@ -57,7 +58,7 @@ class _LoupeGroup(TyperGroup):
             import os
 
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(0) from exc
+            raise typer.Exit(_verdict[0]) from exc
         except StoreError as exc:
             _err(str(exc))
             raise typer.Exit(EXIT_INPUT) from exc
@@ -72,6 +73,13 @@ class _LoupeGroup(TyperGroup):
 
 
 _opened: list[Store] = []  # the stores this invocation opened, to name the file when one fails later
+# The exit code a command has decided on before it prints (check, evals run, gate): a reader that leaves early
+# (`| head`) must not turn a failed gate into exit 0.
+_verdict: list[int] = [0]
+
+
+def verdict_before_printing(code: int) -> None:
+    _verdict[0] = code
 
 
 app = typer.Typer(

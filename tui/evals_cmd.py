@@ -223,7 +223,7 @@ def run(
     the pass rate against its gate. Exit 1 when a required group is below its gate or nothing could be scored."""
     from store.eval_run import EvalRunError, run_evals
 
-    from .cli import EXIT_FINDINGS, EXIT_INPUT, EXIT_USAGE, _err, _open_store
+    from .cli import EXIT_FINDINGS, EXIT_INPUT, EXIT_USAGE, _err, _open_store, verdict_before_printing
 
     if prompt_version is None and traces is None:
         _err("--prompt-version is needed (or --traces PATH for a replay run)")
@@ -249,6 +249,7 @@ def run(
         store.close()
     for problem in report.problems:
         _err(problem)
+    verdict_before_printing(EXIT_INPUT if report.problems else 0 if report.passed else EXIT_FINDINGS)
     if as_json:
         doc = {"source": source, "cases": len(cases), **report.to_json()}
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=True) + "\n")

@@ -96,7 +96,9 @@ def _output() -> Iterator[None]:
             pass  # not a real file (a test runner's capture): nothing will flush it at exit
         finally:
             os.close(devnull)
-        raise typer.Exit(0) from None
+        from .cli import _verdict
+
+        raise typer.Exit(_verdict[0]) from None
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -447,7 +449,7 @@ def gate(
     Exit 1 when a check fails or its number is unknown, 0 when all pass (warnings allowed)."""
     from store.gate import run_gate
 
-    from .cli import EXIT_FINDINGS, EXIT_USAGE, _err, _open_store
+    from .cli import EXIT_FINDINGS, EXIT_USAGE, _err, _open_store, verdict_before_printing
     from .evals_cmd import _cases
 
     cfg = _load_config(config)
@@ -462,6 +464,7 @@ def gate(
         report = run_gate(store, cand, base, config=cfg, cases=cases, record=record)
     finally:
         store.close()
+    verdict_before_printing(0 if report.passed else EXIT_FINDINGS)
     with _output():
         if as_json:
             sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=True) + "\n")

@@ -57,7 +57,13 @@ class _LoupeGroup(TyperGroup):
             # pointed at /dev/null so the flush at exit does not fail again.
             import os
 
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass  # not a real file (a test runner's capture): nothing flushes it at exit
+            finally:
+                os.close(devnull)
             raise typer.Exit(_verdict[0]) from exc
         except StoreError as exc:
             _err(str(exc))

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,10 +26,9 @@ STATUS_WORD = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "unknown": "UNKNO
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from .format import stdout_console
 
-    console = Console(highlight=False, markup=False, emoji=False, soft_wrap=False)
-    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]  # Rich would exit 1: _output exits 0
+    console = stdout_console(soft_wrap=False)
     if not console.is_terminal and console.width < 120:
         console.width = 120  # piped: room for a few versions side by side
     return console
@@ -75,30 +71,6 @@ def _check_time(flag: str, value: str | None) -> None:
         _err(f"{flag} {value!r} is not an ISO date or time; for example {flag} 2026-01-09 or "
              f"{flag} 2026-01-09T10:00 (UTC unless it says +HH:MM)")
         raise typer.Exit(EXIT_USAGE)
-
-
-def _broken_pipe() -> None:
-    raise BrokenPipeError
-
-
-@contextmanager
-def _output() -> Iterator[None]:
-    """Printing to a reader that stops early (`| head`) ends quietly with exit 0, not with a traceback or exit 1."""
-    try:
-        yield
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Python flushes stdout once more at exit: point it at /dev/null so that flush has nowhere to fail.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass  # not a real file (a test runner's capture): nothing will flush it at exit
-        finally:
-            os.close(devnull)
-        from .cli import _verdict
-
-        raise typer.Exit(_verdict[0]) from None
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -395,11 +367,10 @@ def versions(
             time_only = TraceFilter(since=since, until=until)
             a, b = version_stats(store, a_key, time_only), version_stats(store, b_key, time_only)
             result = compare_stats(a, b)
-            with _output():
-                if as_json:
-                    sys.stdout.write(json.dumps(result.to_json(), indent=2, ensure_ascii=True) + "\n")
-                else:
-                    _print_comparison(result, _described(time_only.describe(), since, until))
+            if as_json:
+                sys.stdout.write(json.dumps(result.to_json(), indent=2, ensure_ascii=True) + "\n")
+            else:
+                _print_comparison(result, _described(time_only.describe(), since, until))
             return
         table = version_table(store, flt)
     except VersionNotFound as exc:  # a version with traces, but none in --since/--until
@@ -409,14 +380,13 @@ def versions(
         raise typer.Exit(EXIT_USAGE) from exc
     finally:
         store.close()
-    with _output():
-        if as_json:
-            doc = {"filter": {"prompt": prompt, "prompt_versions": flt.prompt_versions, "since": since,
-                              "until": until},
-                   "versions": [v.to_json() for v in table]}
-            sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=True) + "\n")
-            return
-        _print_table(table, _described(flt.describe(), since, until))
+    if as_json:
+        doc = {"filter": {"prompt": prompt, "prompt_versions": flt.prompt_versions, "since": since,
+                          "until": until},
+               "versions": [v.to_json() for v in table]}
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=True) + "\n")
+        return
+    _print_table(table, _described(flt.describe(), since, until))
 
 
 def _described(filters: str, since: str | None, until: str | None) -> str:
@@ -465,11 +435,10 @@ def gate(
     finally:
         store.close()
     verdict_before_printing(0 if report.passed else EXIT_FINDINGS)
-    with _output():
-        if as_json:
-            sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=True) + "\n")
-        else:
-            _print_gate(report)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=True) + "\n")
+    else:
+        _print_gate(report)
     if not report.passed:
         raise typer.Exit(EXIT_FINDINGS)
 

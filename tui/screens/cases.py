@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -17,7 +16,7 @@ from textual.widgets import DataTable, Header, Static
 
 from store.db import EvalResultRow, Store
 from tui.format import one_line, safe_text
-from tui.screens.trace_list import PaletteCommand
+from tui.screens.palette import PaletteCommand, PaletteScreen
 from tui.widgets.footer import WideFooter
 from tui.workers import ReportsWorkerFailures
 
@@ -79,7 +78,7 @@ def case_detail(case: EvalCase, results: list[EvalResultRow]) -> Text:
     return text
 
 
-class CasesScreen(ReportsWorkerFailures, Screen[None]):
+class CasesScreen(ReportsWorkerFailures, PaletteScreen, Screen[None]):
     """A table of eval cases; enter opens the source trace, escape goes back to the list."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -209,11 +208,6 @@ class CasesScreen(ReportsWorkerFailures, Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
-
-    def palette_commands(self) -> Iterator[PaletteCommand]:
-        for cmd in self.PALETTE:
-            if self.check_action(cmd.action, ()):
-                yield cmd
 
 
 def _trace_view(store: Store, trace_id: str) -> Screen[str | None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,6 +17,7 @@ from textual.worker import Worker
 
 from store.db import Store, TraceFilter
 from tui.format import one_line
+from tui.screens.palette import PaletteCommand, PaletteScreen
 from tui.screens.rule_picker import RuleChoice, RulePicker
 from tui.screens.version_picker import VersionPicker
 from tui.widgets.footer import WideFooter
@@ -29,16 +29,7 @@ RULE_FOOTER = 90  # columns from which it has room for `R Rule`
 POLL_SECONDS = 1.0  # how often the list asks the store whether another process has written to it
 
 
-@dataclass(frozen=True)
-class PaletteCommand:
-    """One command palette entry: "area: verb", its help, and the action it runs on the screen."""
-
-    title: str
-    help: str
-    action: str
-
-
-class TraceListScreen(ReportsWorkerFailures, Screen[None]):
+class TraceListScreen(ReportsWorkerFailures, PaletteScreen, Screen[None]):
     """All traces, newest first, filtered by prompt version, findings, rule or search text."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -289,8 +280,3 @@ class TraceListScreen(ReportsWorkerFailures, Screen[None]):
 
         assert isinstance(self.app, LoupeApp)
         self.app.open_trace(message.trace_id)
-
-    def palette_commands(self) -> Iterator[PaletteCommand]:
-        for cmd in self.PALETTE:
-            if self.check_action(cmd.action, ()):
-                yield cmd

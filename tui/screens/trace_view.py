@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,8 +19,8 @@ from textual.widgets.tree import TreeNode
 from store.db import Store, StoredTrace
 from store.models import SEVERITY_RANK
 from tui.format import inert, one_line
+from tui.screens.palette import PaletteCommand, PaletteScreen
 from tui.screens.raw_view import RawJsonScreen, open_in_pager
-from tui.screens.trace_list import PaletteCommand
 from tui.trace_text import (
     children_by_parent,
     finding_block,
@@ -131,7 +131,7 @@ def depth_note(real: int) -> Text:
     return Text(f"…{real} ", style="dim")
 
 
-class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
+class TraceViewScreen(ReportsWorkerFailures, PaletteScreen, Screen[str | None]):
     """One trace, step by step. Closes with the ID of the trace it showed (None if it could not load it)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -411,8 +411,3 @@ class TraceViewScreen(ReportsWorkerFailures, Screen[str | None]):
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1 and self.app.screen is self:
             self.dismiss(self.stored.trace.id if self.stored is not None else None)
-
-    def palette_commands(self) -> Iterator[PaletteCommand]:
-        for cmd in self.PALETTE:
-            if self.check_action(cmd.action, ()):
-                yield cmd

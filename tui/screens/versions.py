@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,7 +20,7 @@ from store.db import Store
 from store.gate import duration, pct
 from store.versions import Bucket, Rate, VersionKey, VersionStats, compare, time_series, version_table
 from tui.format import fmt_cost, fmt_time, one_line, scrub
-from tui.screens.trace_list import PaletteCommand
+from tui.screens.palette import PaletteCommand, PaletteScreen
 from tui.widgets.footer import WideFooter
 from tui.workers import ReportsWorkerFailures
 
@@ -168,7 +168,7 @@ def series_of(buckets: list[Bucket]) -> list[Series]:
     ]
 
 
-class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
+class VersionsScreen(ReportsWorkerFailures, PaletteScreen, Screen[list[str] | None]):
     """Every prompt version side by side. Dismisses with the version filter to apply (enter), or None (escape)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -389,11 +389,6 @@ class VersionsScreen(ReportsWorkerFailures, Screen[list[str] | None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
-
-    def palette_commands(self) -> Iterator[PaletteCommand]:
-        for cmd in self.PALETTE:
-            if self.check_action(cmd.action, ()):
-                yield cmd
 
 
 class VersionCompareScreen(Screen[None]):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Config
 
 # Order matters: the most specific patterns first, so a bearer token is not half-eaten as something else.
 PATTERNS: list[tuple[str, re.Pattern[str]]] = [
@@ -54,10 +57,10 @@ class Masker:
         self._counts: dict[str, int] = {}
 
     @classmethod
-    def from_config(cls, config: Any = None, *, keep: set[str] | frozenset[str] = frozenset(),
+    def from_config(cls, config: Config | None = None, *, keep: set[str] | frozenset[str] = frozenset(),
                     extra: list[str] | None = None) -> Masker:
         """The masker a configuration asks for (its `masking` table), plus patterns added for one case."""
-        settings = getattr(config, "masking", None)
+        settings = config.masking if config is not None else None
         patterns = list(settings.patterns) if settings is not None else []
         return cls(patterns + list(extra or []), builtin=settings.builtin if settings is not None else True,
                    keep=keep)

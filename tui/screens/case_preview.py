@@ -16,7 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, SelectionList, Static, TextArea
 from textual.widgets.selection_list import Selection
 
-from store.db import Store
+from store.db import Store, StoredTrace
 from tui.format import inert, one_line
 from tui.workers import ReportsWorkerFailures
 
@@ -54,6 +54,7 @@ class CasePreview(ReportsWorkerFailures, ModalScreen["EvalCase | None"]):
         self.keep: set[str] = set()  # originals the person unticked: left as they are
         self.extra_patterns: list[str] = []  # regular expressions added here, masked as <ID_n>
         self.built: _Built | None = None
+        self._stored: StoredTrace | None = None
         # Assertions as listed: index -> assertion; the derived ones first, then the ones typed in.
         self.assertions: list[Assertion] = []
         self.added: list[Assertion] = []
@@ -93,7 +94,8 @@ class CasePreview(ReportsWorkerFailures, ModalScreen["EvalCase | None"]):
         from store.masking import Masker
 
         masker = Masker.from_config(self.config, keep=frozenset(self.keep), extra=self.extra_patterns)
-        stored = self.store.get_trace(self.trace_id)
+        # Read once: toggling a masked value or adding a pattern only builds the case again.
+        stored = self._stored = self._stored or self.store.get_trace(self.trace_id)
         case = build_case(stored, masker=masker, config=self.config)
         found = self.store.find_case(case.content_hash)
         self.post_message(self._Loaded(_Built(case, masker.masked(), found[0] if found else None)))

@@ -426,6 +426,17 @@ class IngestCounts:
     ids: set[str] = field(default_factory=set)  # the traces written
     existed: set[str] = field(default_factory=set)  # of those, the ones already stored before
 
+    def add(self, trace_id: str, steps: int, existed: bool, findings: int) -> None:
+        """Count one trace written."""
+        self.traces += 1
+        self.steps += steps
+        self.updated += existed
+        self.ids.add(trace_id)
+        if existed:
+            self.existed.add(trace_id)
+        self.findings += findings
+        self.traces_with_findings += findings > 0
+
 
 SUMMARY_COLUMNS = (
     "id, name, prompt_name, prompt_version, model, started_at, steps, llm_calls, input_tokens, output_tokens, "
@@ -629,6 +640,98 @@ def trace_latency_ms(trace: Trace) -> float | None:
         return None
     ms = (end - start).total_seconds() * 1000
     return ms if ms >= 0 else None
+
+
+@dataclass(slots=True)
+class PreparedTrace:
+    """A trace turned into the rows the store keeps, ready to write: priced, totalled, the rules run. Made
+    without the store (and so possibly in another process, see importers.parallel)."""
+
+    id: str
+    source: str | None
+    started_at: str | None
+    trace_row: tuple[Any, ...]
+    step_rows: list[tuple[Any, ...]]
+    finding_rows: list[tuple[Any, ...]]
+    search_body: str
+    steps: int
+    findings: int
+
+
+_INSERT_TRACE = (
+    "INSERT INTO traces (id, name, prompt_name, prompt_version, model, started_at, ended_at, user_id, "
+    "session_id, steps, llm_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, "
+    "reasoning_tokens, usage_unknown_steps, cost, cost_unknown_steps, latency_ms, status, errors, findings, "
+    "worst_severity, partial, source, header, rule_runs, ingested_at) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_STEP = (
+    "INSERT INTO steps (trace_id, idx, id, parent_id, type, name, model, status, input_tokens, "
+    "output_tokens, cost_computed, cost_reported, cost_note, started_at, latency_ms, data) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_FINDING = (
+    "INSERT INTO findings (trace_id, idx, rule_id, severity, message, evidence, quote, data) "
+    "VALUES (?,?,?,?,?,?,?,?)"
+)
+
+
+def prepare_trace(trace: Trace, pricer: Pricer, rules_config: Config | None) -> PreparedTrace:
+    """Price, total and run the rules over a trace, and make its rows (see PreparedTrace)."""
+    costs = {s.id: pricer.step_cost(s) for s in trace.steps}
+    totals = compute_totals(trace, costs, [])
+    rules = run_rules(trace, rules_config, totals=totals, pricer=pricer)
+    totals.findings = len(rules.findings)
+    start, end = trace_bounds(trace)
+    started_at = format_time(start)
+    first_model = next((s.model for s in trace.steps if s.type == "llm" and s.model), None)
+    worst = max((f.severity for f in rules.findings), key=SEVERITY_RANK.__getitem__, default=None)
+    header = trace.model_dump(mode="json", exclude={"steps"}, exclude_none=True)
+    trace_row = (
+        trace.id, trace.name, trace.prompt.name if trace.prompt else None,
+        trace.prompt.version if trace.prompt else None, first_model, started_at, format_time(end),
+        trace.user_id, trace.session_id, totals.steps, totals.llm_calls, totals.tool_calls,
+        totals.input_tokens, totals.output_tokens, totals.cache_read_tokens, totals.reasoning_tokens,
+        totals.usage_unknown_steps, totals.cost, totals.cost_unknown_steps, totals.latency_ms,
+        "error" if totals.errors else "ok", totals.errors, totals.findings, worst, int(trace.partial),
+        trace.source, json.dumps(header, ensure_ascii=False),
+        json.dumps([r.model_dump(mode="json") for r in rules.runs]), format_time(datetime.now(tz=UTC)),
+    )
+    step_rows = []
+    for i, s in enumerate(trace.steps):
+        cost = costs[s.id]
+        usage = s.usage
+        step_rows.append((
+            trace.id, i, s.id, s.parent_id, s.type, s.name, s.model, s.status,
+            usage.input_tokens if usage else None, usage.output_tokens if usage else None,
+            cost.computed, cost.reported, cost.reason or cost.priced_as, format_time(s.started_at), s.latency_ms,
+            s.model_dump_json(exclude_none=True),
+        ))
+    finding_rows = [
+        (trace.id, i, f.rule_id, f.severity, f.message, json.dumps(f.evidence), f.quote, json.dumps(f.data))
+        for i, f in enumerate(rules.findings)
+    ]
+    return PreparedTrace(trace.id, trace.source, started_at, trace_row, step_rows, finding_rows,
+                         search_text(trace), len(trace.steps), len(rules.findings))
+
+
+def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Which of these trace IDs are stored."""
+    found: set[str] = set()
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        found.update(r[0] for r in conn.execute(
+            f"SELECT id FROM traces WHERE id IN ({','.join('?' * len(part))})", part))
+    return found
+
+
+def _insert_bulk(conn: sqlite3.Connection, items: list[PreparedTrace]) -> None:
+    """The rows of traces not stored yet: traces, steps, findings, and their search documents."""
+    conn.executemany(_INSERT_TRACE, [p.trace_row for p in items])
+    conn.executemany(_INSERT_STEP, [r for p in items for r in p.step_rows])
+    conn.executemany(_INSERT_FINDING, [r for p in items for r in p.finding_rows])
+    docs = [(new_doc(conn, p.id, p.started_at), p.search_body) for p in items]
+    conn.executemany("INSERT INTO trace_search (rowid, body) VALUES (?, ?)", docs)
 
 
 class Store:
@@ -847,54 +950,110 @@ class Store:
     def insert_traces(self, traces: Iterable[Trace]) -> IngestCounts:
         """Insert or replace traces (the same ID updates, never duplicates), with costs and findings.
 
-        Each trace is written under its own savepoint: one that cannot be stored is reported in `failed`
-        and the others in the batch are still stored."""
+        One that cannot be stored is reported in `failed` and the others in the batch are still stored."""
         counts = IngestCounts()
+        # Prepared before the write lock is taken, so that other writers wait only for the writing; a trace to be
+        # combined with the stored one of its ID (Trace.merge) is prepared inside the transaction, in its turn.
+        work: list[Trace | PreparedTrace] = []
+        for trace in traces:
+            if trace.merge:
+                work.append(trace)
+                continue
+            try:
+                work.append(prepare_trace(trace, self.pricer, self.rules_config))
+            except (ValueError, OverflowError, UnicodeError) as exc:
+                counts.failed.append((trace.id, trace.source, f"cannot be stored: {exc}"))
         with self._write() as conn:
-            for trace in traces:
-                conn.execute("SAVEPOINT trace")
-                try:
-                    existed, found = self._write_trace(conn, trace)
-                except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
-                    if is_store_failure(exc) or not conn.in_transaction:
-                        raise  # the store failed, not this trace: the whole batch is rolled back (see _write)
-                    conn.execute("ROLLBACK TO trace")
-                    conn.execute("RELEASE trace")
-                    counts.failed.append((trace.id, trace.source, f"cannot be stored: {exc}"))
+            ready: list[PreparedTrace] = []
+            for item in work:
+                if isinstance(item, PreparedTrace):
+                    ready.append(item)
                     continue
-                conn.execute("RELEASE trace")
-                counts.traces += 1
-                counts.steps += len(trace.steps)
-                counts.updated += existed
-                counts.ids.add(trace.id)
-                if existed:
-                    counts.existed.add(trace.id)
-                counts.findings += found
-                counts.traces_with_findings += found > 0
+                self._write_prepared(conn, ready, counts)
+                ready = []
+                self._write_merged(conn, item, counts)
+            self._write_prepared(conn, ready, counts)
         return counts
 
-    def _write_trace(self, conn: sqlite3.Connection, trace: Trace) -> tuple[bool, int]:
-        """Write one trace with its costs and findings; (whether it replaced a stored one, findings)."""
-        stored: Trace | None = None
-        if trace.merge:
+    def insert_prepared(self, prepared: list[PreparedTrace]) -> IngestCounts:
+        """Write traces prepared elsewhere (`prepare_trace`, maybe in another process), as `insert_traces` does."""
+        counts = IngestCounts()
+        with self._write() as conn:
+            self._write_prepared(conn, prepared, counts)
+        return counts
+
+    def _write_merged(self, conn: sqlite3.Connection, trace: Trace, counts: IngestCounts) -> None:
+        conn.execute("SAVEPOINT trace")
+        try:
             # The stored trace of the same ID combined with this one, span by span (see Trace.merge); read once,
             # it also gives the words its search document was made of.
             stored = _stored_trace(conn, trace.id)
             if stored is not None:
                 trace = merge_traces(stored, trace)
-        costs = {s.id: self.pricer.step_cost(s) for s in trace.steps}
-        totals = compute_totals(trace, costs, [])
-        rules = run_rules(trace, self.rules_config, totals=totals, pricer=self.pricer)
-        totals.findings = len(rules.findings)
-        start, end = trace_bounds(trace)
-        existed = conn.execute("SELECT 1 FROM traces WHERE id = ?", (trace.id,)).fetchone() is not None
-        doc_row = conn.execute("SELECT doc FROM search_docs WHERE trace_id = ?", (trace.id,)).fetchone()
+            prepared = prepare_trace(trace, self.pricer, self.rules_config)
+            existed = self._write_rows(conn, prepared, stored)
+        except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
+            self._undo_trace(conn, exc, trace, counts)
+            return
+        conn.execute("RELEASE trace")
+        counts.add(prepared.id, prepared.steps, existed, prepared.findings)
+
+    @staticmethod
+    def _undo_trace(conn: sqlite3.Connection, exc: BaseException, trace: Trace | PreparedTrace,
+                    counts: IngestCounts) -> None:
+        if is_store_failure(exc) or not conn.in_transaction:
+            raise exc  # the store failed, not this trace: the whole batch is rolled back (see _write)
+        conn.execute("ROLLBACK TO trace")
+        conn.execute("RELEASE trace")
+        counts.failed.append((trace.id, trace.source, f"cannot be stored: {exc}"))
+
+    def _write_prepared(self, conn: sqlite3.Connection, items: list[PreparedTrace], counts: IngestCounts) -> None:
+        """New traces in bulk (one savepoint, executemany); stored ones, repeats, and every trace of a bulk
+        write that failed, one at a time under their own savepoints, so one bad trace costs only itself."""
+        if not items:
+            return
+        existing = _existing_ids(conn, [p.id for p in items])
+        bulk: list[PreparedTrace] = []
+        one_by_one: list[PreparedTrace] = []
+        seen: set[str] = set()
+        for p in items:
+            (one_by_one if p.id in existing or p.id in seen else bulk).append(p)
+            seen.add(p.id)
+        if bulk:
+            conn.execute("SAVEPOINT batch")
+            try:
+                _insert_bulk(conn, bulk)
+            except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
+                if is_store_failure(exc) or not conn.in_transaction:
+                    raise
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+                one_by_one = bulk + one_by_one  # new and distinct: their order among themselves does not matter
+            else:
+                conn.execute("RELEASE batch")
+                for p in bulk:
+                    counts.add(p.id, p.steps, False, p.findings)
+        for p in one_by_one:
+            conn.execute("SAVEPOINT trace")
+            try:
+                existed = self._write_rows(conn, p, None)
+            except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
+                self._undo_trace(conn, exc, p, counts)
+                continue
+            conn.execute("RELEASE trace")
+            counts.add(p.id, p.steps, existed, p.findings)
+
+    def _write_rows(self, conn: sqlite3.Connection, p: PreparedTrace, stored: Trace | None) -> bool:
+        """Write one prepared trace, replacing the stored one of its ID; whether there was one. `stored`: that
+        trace, when the caller has read it already."""
+        existed = conn.execute("SELECT 1 FROM traces WHERE id = ?", (p.id,)).fetchone() is not None
+        doc_row = conn.execute("SELECT doc FROM search_docs WHERE trace_id = ?", (p.id,)).fetchone()
         if existed:
             if doc_row is not None:
                 # A contentless index forgets a document only when told the words it was given.
                 if stored is None:
                     try:
-                        stored = _stored_trace(conn, trace.id)
+                        stored = _stored_trace(conn, p.id)
                     except ValueError:
                         stored = None  # unreadable as a trace now: its old words stay, pointing at this trace only
                 if stored is not None:
@@ -902,55 +1061,11 @@ class Store:
                                  (doc_row[0], search_text(stored)))
                 # A new number: the start time, which the number follows, may have changed.
                 conn.execute("DELETE FROM search_docs WHERE doc = ?", (doc_row[0],))
-            conn.execute("DELETE FROM steps WHERE trace_id = ?", (trace.id,))
-            conn.execute("DELETE FROM findings WHERE trace_id = ?", (trace.id,))
-            conn.execute("DELETE FROM traces WHERE id = ?", (trace.id,))
-        first_model = next((s.model for s in trace.steps if s.type == "llm" and s.model), None)
-        worst = max((f.severity for f in rules.findings), key=SEVERITY_RANK.__getitem__, default=None)
-        header = trace.model_dump(mode="json", exclude={"steps"}, exclude_none=True)
-        conn.execute(
-            "INSERT INTO traces (id, name, prompt_name, prompt_version, model, started_at, ended_at, user_id, "
-            "session_id, steps, llm_calls, tool_calls, input_tokens, output_tokens, cache_read_tokens, "
-            "reasoning_tokens, usage_unknown_steps, cost, cost_unknown_steps, latency_ms, status, errors, findings, "
-            "worst_severity, partial, source, header, rule_runs, ingested_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                trace.id, trace.name, trace.prompt.name if trace.prompt else None,
-                trace.prompt.version if trace.prompt else None, first_model, format_time(start), format_time(end),
-                trace.user_id, trace.session_id, totals.steps, totals.llm_calls, totals.tool_calls,
-                totals.input_tokens, totals.output_tokens, totals.cache_read_tokens, totals.reasoning_tokens,
-                totals.usage_unknown_steps, totals.cost, totals.cost_unknown_steps, totals.latency_ms,
-                "error" if totals.errors else "ok", totals.errors, totals.findings, worst, int(trace.partial),
-                trace.source, json.dumps(header, ensure_ascii=False),
-                json.dumps([r.model_dump(mode="json") for r in rules.runs]), format_time(datetime.now(tz=UTC)),
-            ),
-        )
-        conn.executemany(
-            "INSERT INTO steps (trace_id, idx, id, parent_id, type, name, model, status, input_tokens, "
-            "output_tokens, cost_computed, cost_reported, cost_note, started_at, latency_ms, data) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    trace.id, i, s.id, s.parent_id, s.type, s.name, s.model, s.status,
-                    s.usage.input_tokens if s.usage else None, s.usage.output_tokens if s.usage else None,
-                    costs[s.id].computed, costs[s.id].reported,
-                    costs[s.id].reason or costs[s.id].priced_as, format_time(s.started_at), s.latency_ms,
-                    s.model_dump_json(exclude_none=True),
-                )
-                for i, s in enumerate(trace.steps)
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO findings (trace_id, idx, rule_id, severity, message, evidence, quote, data) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            [
-                (trace.id, i, f.rule_id, f.severity, f.message, json.dumps(f.evidence), f.quote, json.dumps(f.data))
-                for i, f in enumerate(rules.findings)
-            ],
-        )
-        doc = new_doc(conn, trace.id, format_time(start))
-        conn.execute("INSERT INTO trace_search (rowid, body) VALUES (?, ?)", (doc, search_text(trace)))
-        return existed, len(rules.findings)
+            conn.execute("DELETE FROM steps WHERE trace_id = ?", (p.id,))
+            conn.execute("DELETE FROM findings WHERE trace_id = ?", (p.id,))
+            conn.execute("DELETE FROM traces WHERE id = ?", (p.id,))
+        _insert_bulk(conn, [p])
+        return existed
 
     # ------------------------------------------------------------------ reads
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from store.db import Store
+from store.db import PreparedTrace, Store
 from store.server import OTLPServer, parse_size
 from tui import cli
 
@@ -210,15 +210,15 @@ def test_a_trace_that_cannot_be_stored_is_left_out_whole_and_counted(tmp_path: P
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store(tmp_path / "s.db")
     bad_trace, good_trace = "b" * 32, "c" * 32
-    real = Store._write_trace
+    real = Store._write_rows
 
-    def failing(self: Store, conn: sqlite3.Connection, trace: object) -> tuple[bool, int]:
-        existed, found = real(self, conn, trace)  # type: ignore[arg-type]
-        if getattr(trace, "id", None) == bad_trace:
+    def failing(self: Store, conn: sqlite3.Connection, prepared: PreparedTrace, stored: object) -> bool:
+        existed = real(self, conn, prepared, stored)  # type: ignore[arg-type]
+        if prepared.id == bad_trace:
             raise sqlite3.IntegrityError("a constraint failed")  # after its rows were written: they must go
-        return existed, found
+        return existed
 
-    monkeypatch.setattr(Store, "_write_trace", failing)
+    monkeypatch.setattr(Store, "_write_rows", failing)
     running = _Running(store)
     try:
         doc = request(span("0000000000000001", "root", trace_id=bad_trace),

@@ -246,3 +246,40 @@ def test_an_up_to_date_store_opens_without_sqlite_utils(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_batch_written_in_bulk_falls_back_to_one_by_one_when_a_row_fails(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import store.db as db
+
+    store = _store(tmp_path)
+    real = db._insert_bulk
+    calls: list[int] = []
+
+    def failing(conn: sqlite3.Connection, items: list[db.PreparedTrace]) -> None:
+        calls.append(len(items))
+        real(conn, items)  # rows written, then refused: the savepoint must take them back
+        if any(p.id == "trc_t0002" for p in items):
+            raise sqlite3.IntegrityError("a constraint failed")
+
+    monkeypatch.setattr(db, "_insert_bulk", failing)
+    traces = [Trace.model_validate(make_trace(i)) for i in (1, 2, 3)]
+    counts = store.insert_traces(traces)
+    assert calls[0] == 3  # tried in bulk first, then one at a time
+    assert counts.traces == 2 and [f[0] for f in counts.failed] == ["trc_t0002"]
+    assert [r.id for r in store.list_traces()] == ["trc_t0003", "trc_t0001"]
+    assert store.conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 2
+    assert store.conn.execute("SELECT count(*) FROM search_docs").fetchone()[0] == 2
+    assert [r.id for r in store.list_traces(TraceFilter(search="Billing"))] == ["trc_t0003", "trc_t0001"]
+
+
+def test_the_same_id_twice_in_one_batch_keeps_the_later_trace(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    first = Trace.model_validate(make_trace(1, output="first answer"))
+    later = Trace.model_validate(make_trace(1, output="later answer"))
+    counts = store.insert_traces([first, Trace.model_validate(make_trace(2)), later])
+    assert store.count_traces() == 2 and counts.failed == []
+    assert store.get_trace("trc_t0001").trace.output == "later answer"
+    assert store.conn.execute("SELECT count(*) FROM steps WHERE trace_id = 'trc_t0001'").fetchone()[0] == 1
+    assert [r.id for r in store.list_traces(TraceFilter(search="later answer"))] == ["trc_t0001"]
+    assert store.list_traces(TraceFilter(search="first answer")) == []

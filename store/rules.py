@@ -1022,6 +1022,11 @@ def _untrusted(trace: Trace) -> Iterator[tuple[str, list[str], str]]:
                         yield f"the output of {m.name or 'a tool'}", [step.id], text
 
 
+@functools.lru_cache(maxsize=32)
+def _injection_regexes(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
+    return [re.compile(p, re.IGNORECASE) for p in patterns]
+
+
 def prompt_injection(trace: Trace, ctx: Context | None = None) -> Outcome:
     rule = "prompt-injection"
     ctx = ctx or Context(trace)
@@ -1029,12 +1034,14 @@ def prompt_injection(trace: Trace, ctx: Context | None = None) -> Outcome:
     patterns = [*(INJECTION_PATTERNS if settings.default_patterns else ()), *settings.patterns]
     if not patterns:
         return [], _not_run(rule, "no injection patterns (default_patterns = false and none configured)")
-    regexes = [re.compile(p, re.IGNORECASE) for p in patterns]
+    regexes = _injection_regexes(tuple(patterns))
     findings = []
     seen: set[str] = set()
+    scanned: set[str] = set()
     for where, evidence, text in _untrusted(trace):
-        if not text:
-            continue
+        if not text or text in scanned:
+            continue  # the conversation so far comes again with every model call: each text is read once
+        scanned.add(text)
         for rx in regexes:
             m = rx.search(text)
             if m is None:
@@ -1103,6 +1110,11 @@ RULE_TITLES = {r.id: r.title for r in RULES.values()}
 
 _DEFAULTS = Config()
 _ACTIVE: ContextVar[Config | None] = ContextVar("loupe_rules_config", default=None)
+
+
+def active_config() -> Config | None:
+    """The configuration set by `using_config` around the caller, if any."""
+    return _ACTIVE.get()
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import store.importers.parallel as parallel
 from store.importers import BATCH, ingest_paths
 from store.importers.base import ImportResult
 from store.models import Trace
@@ -26,13 +28,27 @@ ROOT = Path(__file__).resolve().parents[1]
 TRACES = 6000  # enough that the ingest is still running when the first batches have committed
 
 
-def _big_file(path: Path, n: int = TRACES) -> Path:
+def _big_file(path: Path, n: int = TRACES, pad: int = 0) -> Path:
     with open(path, "w") as fh:
         for i in range(n):
             t = make_trace(i)
             t["id"] = f"trc_big{i:05d}"
+            if pad:
+                t["metadata"] = {"note": f"{i} " + "lorem ipsum " * (pad // 12)}
             fh.write(json.dumps(t) + "\n")
     return path
+
+
+# Both ways a file is read: in this process, and (a file past parallel.MIN_BYTES) by worker processes while this
+# one writes, in batches of parallel.BATCH.
+MODES = {"one process": (0, BATCH), "workers": (4096, parallel.BATCH)}
+
+
+def _source(tmp_path: Path, mode: str) -> tuple[Path, int]:
+    pad, batch = MODES[mode]
+    src = _big_file(tmp_path / "big.jsonl", pad=pad)
+    assert (src.stat().st_size >= parallel.MIN_BYTES) == (mode == "workers")
+    return src, batch
 
 
 def _committed(db: Path) -> int:
@@ -51,12 +67,39 @@ def _committed(db: Path) -> int:
 
 def _start(db: Path, src: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "tui.cli", "ingest", str(src), "--db", str(db)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _after_first_batches(proc: subprocess.Popen[str], db: Path) -> None:
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (the ingest's workers), from /proc."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _gone(pids: list[int], within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    for pid in pids:
+        while True:
+            try:
+                state = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                break  # ended and reaped
+            if "State:\tZ" in state:
+                break  # ended, waiting to be reaped by whoever adopted it
+            assert time.monotonic() < deadline, f"worker {pid} still running"
+            time.sleep(0.05)
+
+
+def _after_first_batches(proc: subprocess.Popen[str], db: Path, batch: int = BATCH) -> None:
     deadline = time.monotonic() + 60
-    while _committed(db) < BATCH:
+    while _committed(db) < batch:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no batch was committed within 60 s"
         time.sleep(0.02)
@@ -89,11 +132,14 @@ def _rerun_finishes(db: Path, src: Path) -> None:
     assert len(ids) == len(set(ids)) == TRACES
 
 
-def test_ctrl_c_stores_whole_batches_says_how_many_and_a_rerun_finishes(tmp_path: Path) -> None:
-    src, db = _big_file(tmp_path / "big.jsonl"), tmp_path / "s.db"
+@pytest.mark.parametrize("mode", MODES)
+def test_ctrl_c_stores_whole_batches_says_how_many_and_a_rerun_finishes(tmp_path: Path, mode: str) -> None:
+    (src, batch), db = _source(tmp_path, mode), tmp_path / "s.db"
     proc = _start(db, src)
-    _after_first_batches(proc, db)
-    proc.send_signal(signal.SIGINT)
+    _after_first_batches(proc, db, batch)
+    workers = _children(proc.pid)
+    assert (len(workers) > 0) == (mode == "workers")
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl+C does: to every process of the group
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     said = re.search(r"loupe: interrupted: ([\d,]+) traces? stored in (\S+); run the same command again", err)
@@ -103,18 +149,22 @@ def test_ctrl_c_stores_whole_batches_says_how_many_and_a_rerun_finishes(tmp_path
     assert "Traceback" not in err
     # What was said is what is there: whole traces, an intact store that opens.
     traces, _ = _check_store(db)
-    assert traces == stored and BATCH <= stored < TRACES
+    assert traces == stored and batch <= stored < TRACES
+    _gone(workers)
     _rerun_finishes(db, src)
 
 
-def test_sigkill_leaves_whole_batches_and_a_rerun_finishes(tmp_path: Path) -> None:
-    src, db = _big_file(tmp_path / "big.jsonl"), tmp_path / "s.db"
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_leaves_whole_batches_and_a_rerun_finishes(tmp_path: Path, mode: str) -> None:
+    (src, batch), db = _source(tmp_path, mode), tmp_path / "s.db"
     proc = _start(db, src)
-    _after_first_batches(proc, db)
+    _after_first_batches(proc, db, batch)
+    workers = _children(proc.pid)
     proc.kill()
     proc.communicate(timeout=60)
+    _gone(workers)  # the workers end with the writer, never left waiting for work
     traces, _ = _check_store(db)
-    assert traces % BATCH == 0 and BATCH <= traces < TRACES  # one transaction per batch: never a part of one
+    assert traces % batch == 0 and batch <= traces < TRACES  # one transaction per batch: never a part of one
     result = CliRunner().invoke(cli.app, ["ls", "--db", str(db), "--limit", "1"])
     assert result.exit_code == 0, result.output  # the store opens (its WAL is recovered)
     _rerun_finishes(db, src)

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..db import IngestCounts, Store
+from ..db import IngestCounts, PreparedTrace, Store
 from ..models import Trace
+from ..pricing import default_pricer
+from ..rules import active_config
 from .base import ImportProblem, ImportResult, iter_json_array
 
 FORMATS = ("auto", "native", "otlp", "openinference", "langfuse", "llm")
@@ -153,12 +155,19 @@ def ingest_paths(
     on_file: Callable[[Path], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    workers: int | None = None,
 ) -> IngestReport:
     """Read every file and store its traces in batches. A bad file or line is reported; the rest still imports.
 
     When `stop()` turns true, the traces read so far are committed and the report comes back `interrupted`:
     every batch is one transaction, so an ingest stopped or killed at any point leaves whole traces only, and
-    running it again finishes the job (a stored trace is updated, never duplicated)."""
+    running it again finishes the job (a stored trace is updated, never duplicated).
+
+    A large native JSON Lines file is made ready by `workers` processes (None: one per core) while this one
+    writes (see importers.parallel); the store is left the same either way."""
+    from . import parallel
+
+    workers = parallel.worker_count() if workers is None else workers
     report = IngestReport()
     seen: set[str] = set()  # IDs written by this ingest
     for path in expand_paths(paths):
@@ -179,21 +188,51 @@ def ingest_paths(
                     on_batch(len(batch))
                 batch = []
 
+        ready: list[PreparedTrace] = []
+        failed: list[tuple[str, str | None, str]] = []
+
+        def flush_ready(path: Path = path, size: int = 0) -> None:
+            """Write what is ready in transactions of `size` traces (0: all of it in one)."""
+            nonlocal ready, failed
+            while ready or failed:
+                if size and len(ready) < size:
+                    return
+                part, ready = (ready[:size], ready[size:]) if size else (ready, [])
+                counts = store.insert_prepared(part)
+                counts.failed[:0] = failed
+                failed = []
+                _add(report, counts, path, seen)
+                if on_batch and part:
+                    on_batch(len(part))
+
         try:
-            for trace in read_path(path, fmt, result):
-                batch.append(trace)
-                if len(batch) >= BATCH:
-                    flush()
-                if stop is not None and stop():
-                    report.interrupted = True
-                    break
+            if _in_parallel(store, path, fmt, workers):
+                prepared = parallel.read_prepared(path, result, store.rules_config or active_config(), workers)
+                try:
+                    for chunk_ready, chunk_failed in prepared:
+                        ready.extend(chunk_ready)
+                        failed.extend(chunk_failed)
+                        flush_ready(size=parallel.BATCH)
+                        if stop is not None and stop():
+                            report.interrupted = True
+                            break
+                finally:
+                    prepared.close()  # the workers stop here, whatever stopped the loop
+            else:
+                for trace in read_path(path, fmt, result):
+                    batch.append(trace)
+                    if len(batch) >= BATCH:
+                        flush()
+                    if stop is not None and stop():
+                        report.interrupted = True
+                        break
         except FormatError as exc:
             report.problems.append(ImportProblem(str(path), None, None, str(exc).removeprefix(f"{path}: ")))
             report.failed_files.append(str(path))
         except (OSError, UnicodeDecodeError) as exc:
             report.problems.append(ImportProblem(str(path), None, None, f"cannot read: {exc}"))
             report.failed_files.append(str(path))
-        except (RecursionError, OverflowError, ValueError, MemoryError) as exc:
+        except (RecursionError, OverflowError, ValueError, MemoryError, parallel.WorkerFailed) as exc:
             # A reader met something it could not survive (nesting too deep, a number too large): what it read
             # before is still stored, and the rest of the file is reported as not read.
             report.problems.append(ImportProblem(
@@ -201,6 +240,7 @@ def ingest_paths(
                 "was imported"))
             report.failed_files.append(str(path))
         flush()
+        flush_ready()
         for reason, n in result.skipped.items():
             report.skipped[reason] = report.skipped.get(reason, 0) + n
             where = report.skipped_at.setdefault(reason, [])
@@ -212,6 +252,22 @@ def ingest_paths(
         if report.interrupted:
             break
     return report
+
+
+def _in_parallel(store: Store, path: Path, fmt: str, workers: int) -> bool:
+    """Whether a file is worth reading with worker processes: a large native JSON Lines file, priced the default
+    way (a store given its own pricer keeps it: the workers could not share it)."""
+    from . import parallel
+    from .native import layout
+
+    if workers < 2 or fmt not in ("auto", "native", None) or store.pricer is not default_pricer():
+        return False
+    try:
+        if not path.is_file() or path.stat().st_size < parallel.MIN_BYTES:
+            return False
+        return detect_format(path) == "native" and layout(path) == "lines"
+    except (FormatError, OSError):
+        return False  # the one-process read says what is wrong with it
 
 
 def _add(report: IngestReport, more: IngestCounts, path: Path, seen: set[str]) -> None:

@@ -12,7 +12,7 @@ from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..models import Step, Trace
+from ..models import Message, Step, Trace
 
 
 @dataclass
@@ -172,6 +172,19 @@ def salvage(model: type[M], data: dict[str, Any], prefix: str, notes: list[tuple
     return None
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values: like ==, but 1, 1.0 and true are told apart (a reused message must be the same)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def validate_trace(
     data: Any, file: str, line: int | None, problems: list[ImportProblem], *, source: str | None = None,
     raw: str | None = None,
@@ -196,6 +209,10 @@ def validate_trace(
         raw_steps = []
     steps: list[Step] = []
     seen: set[str] = set()
+    # The conversation so far comes again with every model call: a message equal to one of the last model call's
+    # is taken as already validated, so a long conversation is not validated once per call.
+    last_raw: list[Any] = []
+    last_messages: list[Message] = []
     for i, given in enumerate(raw_steps or []):
         if not isinstance(given, dict):
             notes.append((f"steps.{i}", f"expected an object, found {type(given).__name__}; left out"))
@@ -204,9 +221,18 @@ def validate_trace(
         if not isinstance(record.get("id"), (str, int)) or record.get("id") in ("", None):
             notes.append((f"steps.{i}.id", f"missing or empty; named step-{i}"))
             record["id"] = f"step-{i}"
+        raw_messages = record.get("messages")
+        if last_raw and isinstance(raw_messages, list):
+            record["messages"] = [
+                last_messages[j] if j < len(last_raw) and _same(m, last_raw[j]) else m
+                for j, m in enumerate(raw_messages)
+            ]
+        noted = len(notes)
         step = salvage(Step, record, f"steps.{i}", notes)
         if step is None:
             continue
+        if isinstance(raw_messages, list) and len(notes) == noted and len(step.messages) == len(raw_messages):
+            last_raw, last_messages = raw_messages, step.messages
         if step.id in seen:
             # Two steps with one ID would make evidence ambiguous: keep both, renaming the later one.
             step.metadata["original_id"] = step.id

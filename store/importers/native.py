@@ -48,16 +48,31 @@ def read_native(path: Path, result: ImportResult) -> Iterator[Trace]:
                 yield trace
             return
         for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                result.problems.append(ImportProblem(name, lineno, None, f"invalid JSON: {exc.msg}"))
-                continue
-            except RecursionError:
-                result.problems.append(ImportProblem(name, lineno, None, "JSON nested too deeply to read"))
-                continue
-            trace = validate_trace(data, name, lineno, result.problems, source=name, raw=line)
+            trace = read_line(line, name, lineno, result)
             if trace is not None:
                 yield trace
+
+
+def layout(path: Path) -> str:
+    """How a native file holds its traces: "array" (one JSON array), "document" (one pretty-printed trace) or
+    "lines" (JSON Lines, one trace per line)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        head = fh.read(4096).lstrip("\ufeff \t\r\n")
+    if head.startswith("["):
+        return "array"
+    return "document" if head.split("\n", 1)[0].strip() == "{" else "lines"
+
+
+def read_line(line: str, name: str, lineno: int, result: ImportResult) -> Trace | None:
+    """The trace on one line of a JSON Lines file; None (with the problem noted) when there is none."""
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        result.problems.append(ImportProblem(name, lineno, None, f"invalid JSON: {exc.msg}"))
+        return None
+    except RecursionError:
+        result.problems.append(ImportProblem(name, lineno, None, "JSON nested too deeply to read"))
+        return None
+    return validate_trace(data, name, lineno, result.problems, source=name, raw=line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import re
@@ -539,9 +540,13 @@ def _action_stem(word: str) -> str:
 
 
 def _does(tool: str, action: str, stem: str, backed_by: dict[str, list[str]]) -> bool:
-    if tool in backed_by.get(action, []):
-        return True
-    return any(s.startswith(stem) or (len(s) >= 4 and stem.startswith(s)) for s in action_stems(tool))
+    return tool in backed_by.get(action, ()) or _named_for(tool, stem)
+
+
+@functools.lru_cache(maxsize=65536)
+def _named_for(tool: str, stem: str) -> bool:
+    """Whether a tool's name names the action of this stem (asked for every call of every trace: cached)."""
+    return any(s.startswith(stem) or (len(s) >= 4 and stem.startswith(s)) for s in _action_stems(tool))
 
 
 def unbacked_action_claim(trace: Trace, ctx: Context | None = None) -> Outcome:
@@ -1022,6 +1027,34 @@ def _untrusted(trace: Trace) -> Iterator[tuple[str, list[str], str]]:
                         yield f"the output of {m.name or 'a tool'}", [step.id], text
 
 
+# Joins the texts of a trace for one search per pattern: no built-in pattern can match across it (none matches a
+# NUL, and each stops at a line end or needs word characters on both sides of its spaces).
+_APART = "\n\x00\n"
+
+
+def _injection_candidates(texts: dict[str, tuple[str, list[str]]], regexes: list[re.Pattern[str]],
+                          built_in_only: bool) -> Iterator[tuple[str, tuple[str, list[str]]]]:
+    """The texts some pattern matches, in order. With only the built-in patterns, each pattern searches all the
+    texts at once (one call instead of one per text: most texts are short tool fields); a configured pattern,
+    which could match across the joins, has every text searched on its own."""
+    if not built_in_only or len(texts) < 2:
+        yield from texts.items()
+        return
+    keys = list(texts)
+    joined = _APART.join(keys)
+    starts = []
+    at = 0
+    for k in keys:
+        starts.append(at)
+        at += len(k) + len(_APART)
+    hit: set[int] = set()
+    for rx in regexes:
+        for m in rx.finditer(joined):
+            hit.add(bisect.bisect_right(starts, m.start()) - 1)
+    for i in sorted(hit):
+        yield keys[i], texts[keys[i]]
+
+
 @functools.lru_cache(maxsize=32)
 def _injection_regexes(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
     return [re.compile(p, re.IGNORECASE) for p in patterns]
@@ -1035,13 +1068,14 @@ def prompt_injection(trace: Trace, ctx: Context | None = None) -> Outcome:
     if not patterns:
         return [], _not_run(rule, "no injection patterns (default_patterns = false and none configured)")
     regexes = _injection_regexes(tuple(patterns))
+    texts: dict[str, tuple[str, list[str]]] = {}
+    for where, evidence, text in _untrusted(trace):
+        if text and text not in texts:  # the conversation so far comes again with every model call: read once
+            texts[text] = (where, evidence)
     findings = []
     seen: set[str] = set()
-    scanned: set[str] = set()
-    for where, evidence, text in _untrusted(trace):
-        if not text or text in scanned:
-            continue  # the conversation so far comes again with every model call: each text is read once
-        scanned.add(text)
+    for text, (where, evidence) in _injection_candidates(texts, regexes, settings.default_patterns and
+                                                         not settings.patterns):
         for rx in regexes:
             m = rx.search(text)
             if m is None:

@@ -337,6 +337,8 @@ def run(size: int, repeat: int, work: Path, keep: bool, log: Callable[[str], Non
                               "figures": figures, "notes": []}
 
     # -- ingest: a slice, repeated, against raw executemany of the same rows
+    from store.importers.parallel import worker_count
+
     n_slice = min(size, INGEST_SLICE)
     slice_path = generated(work, n_slice)
     ours, refs = [], []
@@ -358,7 +360,9 @@ def run(size: int, repeat: int, work: Path, keep: bool, log: Callable[[str], Non
     ingest_fig = figure(
         "ingest (validated, priced, rules, indexed)", "steps/s", ours, refs, "ratio >= 0.5 and >= 40,000 steps/s",
         f"loupe's ingest_paths over {n_slice:,} generated traces ({steps:,} steps) into a fresh store, with "
-        "loupe.example.toml's rules; reference: the rows loupe wrote (traces, steps, findings, search documents "
+        f"loupe.example.toml's rules, as `loupe ingest` runs it: a file this large is read, validated, priced and "
+        f"checked by {worker_count()} worker processes while the main one writes (store/importers/parallel.py); "
+        "reference: the rows loupe wrote (traces, steps, findings, search documents "
         "and their text) inserted with executemany into a fresh store with the same schema, 5,000 traces per "
         "transaction, only the inserts timed", higher_is_better=True)
     result["phases_us_per_step"] = ingest_phases(slice_path)

@@ -169,7 +169,9 @@ class Usage(_Model):
     def _keep_unknown_keys(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        known = set(cls.model_fields)
+        known = cls.model_fields
+        if "extra" not in data and all(k in known for k in data):
+            return data  # nothing to move: `extra` starts empty
         out = {k: v for k, v in data.items() if k in known}
         extra = dict(out.get("extra") or {})
         extra.update({k: v for k, v in data.items() if k not in known})

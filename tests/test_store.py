@@ -283,3 +283,31 @@ def test_the_same_id_twice_in_one_batch_keeps_the_later_trace(tmp_path: Path) ->
     assert store.conn.execute("SELECT count(*) FROM steps WHERE trace_id = 'trc_t0001'").fetchone()[0] == 1
     assert [r.id for r in store.list_traces(TraceFilter(search="later answer"))] == ["trc_t0001"]
     assert store.list_traces(TraceFilter(search="first answer")) == []
+
+
+def test_a_conversation_repeated_in_each_model_call_is_kept_as_each_call_gave_it(tmp_path: Path) -> None:
+    from store.importers.base import ImportResult, validate_trace
+
+    def call(step_id: str, args: object, flag: object) -> dict[str, object]:
+        return {"id": step_id, "type": "llm", "model": "gpt-4o-mini", "messages": [
+            {"role": "user", "content": "Refund order 7"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "name": "refund", "arguments": args}]},
+            {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "ok", "final": flag}]},
+        ]}
+
+    data = {"id": "trc_conv", "steps": [call("a", {"amount": 10}, True), call("b", {"amount": 10.0}, 1),
+                                        call("c", {"amount": 10.0}, 1)]}
+    trace = validate_trace(data, "f", 1, ImportResult().problems)
+    assert trace is not None
+    a, b, c = (s.messages for s in trace.steps)
+    assert a[0] is b[0] is c[0]  # equal messages are validated once
+    # 10 and 10.0, true and 1 are equal to Python but not the same JSON: each call keeps what it gave.
+    assert [m.model_dump_json() for m in b] != [m.model_dump_json() for m in a]
+    assert b[1].tool_calls[0].arguments == {"amount": 10.0} and isinstance(b[1].tool_calls[0].arguments["amount"],
+                                                                             float)
+    assert b[2].content[0]["final"] == 1 and b[2].content[0]["final"] is not True
+    assert c[1] is b[1] and c[2] is b[2]
+    store = _store(tmp_path)
+    store.insert_traces([trace])
+    stored = store.get_trace("trc_conv").trace
+    assert [s.model_dump_json() for s in stored.steps] == [s.model_dump_json() for s in trace.steps]

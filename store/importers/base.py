@@ -174,13 +174,12 @@ def salvage(model: type[M], data: dict[str, Any], prefix: str, notes: list[tuple
 
 def _same(a: Any, b: Any) -> bool:
     """Equal as JSON values: like ==, but 1, 1.0 and true are told apart (a reused message must be the same)."""
-    if a is b:
-        return True
-    if type(a) is not type(b):
+    kind = type(a)
+    if kind is not type(b):
         return False
-    if isinstance(a, dict):
+    if kind is dict:
         return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
-    if isinstance(a, list):
+    if kind is list:
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import functools
 import json
 import re
@@ -1027,34 +1026,6 @@ def _untrusted(trace: Trace) -> Iterator[tuple[str, list[str], str]]:
                         yield f"the output of {m.name or 'a tool'}", [step.id], text
 
 
-# Joins the texts of a trace for one search per pattern: no built-in pattern can match across it (none matches a
-# NUL, and each stops at a line end or needs word characters on both sides of its spaces).
-_APART = "\n\x00\n"
-
-
-def _injection_candidates(texts: dict[str, tuple[str, list[str]]], regexes: list[re.Pattern[str]],
-                          built_in_only: bool) -> Iterator[tuple[str, tuple[str, list[str]]]]:
-    """The texts some pattern matches, in order. With only the built-in patterns, each pattern searches all the
-    texts at once (one call instead of one per text: most texts are short tool fields); a configured pattern,
-    which could match across the joins, has every text searched on its own."""
-    if not built_in_only or len(texts) < 2:
-        yield from texts.items()
-        return
-    keys = list(texts)
-    joined = _APART.join(keys)
-    starts = []
-    at = 0
-    for k in keys:
-        starts.append(at)
-        at += len(k) + len(_APART)
-    hit: set[int] = set()
-    for rx in regexes:
-        for m in rx.finditer(joined):
-            hit.add(bisect.bisect_right(starts, m.start()) - 1)
-    for i in sorted(hit):
-        yield keys[i], texts[keys[i]]
-
-
 @functools.lru_cache(maxsize=32)
 def _injection_regexes(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
     return [re.compile(p, re.IGNORECASE) for p in patterns]
@@ -1074,8 +1045,7 @@ def prompt_injection(trace: Trace, ctx: Context | None = None) -> Outcome:
             texts[text] = (where, evidence)
     findings = []
     seen: set[str] = set()
-    for text, (where, evidence) in _injection_candidates(texts, regexes, settings.default_patterns and
-                                                         not settings.patterns):
+    for text, (where, evidence) in texts.items():
         for rx in regexes:
             m = rx.search(text)
             if m is None:

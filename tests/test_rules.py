@@ -6,8 +6,6 @@ import dataclasses
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from store.config import parse_config
 from store.models import Trace
@@ -233,21 +231,3 @@ def test_using_config_applies_where_no_config_is_passed() -> None:
         assert [f.rule_id for f in run_rules(t).findings] == ["tool-error", "usage-missing"]
     assert [f.rule_id for f in run_rules(t).findings] == ["success-after-tool-error", "tool-error", "usage-missing"]
 
-
-FRAGMENTS = ["ignore all", "previous instructions", "instructions", "system", ": do it", "override", "you are now",
-             "in developer mode", "\n", "\x00", " ", "system:", "[INST]", "new instructions:", "reveal your",
-             "system prompt", "#", "Ignore ALL previous", "rules", "fine text", "."]
-
-
-@given(st.lists(st.lists(st.sampled_from(FRAGMENTS), max_size=6).map("".join), max_size=8))
-@settings(max_examples=300, deadline=None)
-def test_searching_a_traces_texts_at_once_finds_what_searching_each_finds(texts: list[str]) -> None:
-    from store.rules import INJECTION_PATTERNS, _injection_candidates, _injection_regexes
-
-    regexes = _injection_regexes(INJECTION_PATTERNS)
-    given_texts = {t: ("where", []) for t in texts if t}
-    # The candidates may include texts nothing matches (the caller searches each candidate again), never leave
-    # out one that something matches, and keep the texts' order.
-    candidates = [t for t, _ in _injection_candidates(given_texts, regexes, True)]
-    one_by_one = [t for t in given_texts if any(rx.search(t) for rx in regexes)]
-    assert [t for t in candidates if t in one_by_one] == one_by_one

@@ -71,7 +71,9 @@ def chunks(path: Path) -> Iterator[tuple[str, int, bytes]]:
             piece = b"".join([*parts, block[:cut]])
             parts = [block[cut:]] if cut < len(block) else []
             yield name, line, piece
-            line += piece.count(b"\n") + piece.count(b"\r") - piece.count(b"\r\n")
+            line += piece.count(b"\n")
+            if b"\r" in piece:
+                line += piece.count(b"\r") - piece.count(b"\r\n")
 
 
 _WORKER: tuple[Config | None, Pricer] | None = None

@@ -132,16 +132,19 @@ def _rerun_finishes(db: Path, src: Path) -> None:
     assert len(ids) == len(set(ids)) == TRACES
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_ctrl_c_stores_whole_batches_says_how_many_and_a_rerun_finishes(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "signum"), [("one process", signal.SIGINT), ("workers", signal.SIGINT),
+                                              ("workers", signal.SIGTERM)])
+def test_ctrl_c_stores_whole_batches_says_how_many_and_a_rerun_finishes(tmp_path: Path, mode: str,
+                                                                        signum: int) -> None:
     (src, batch), db = _source(tmp_path, mode), tmp_path / "s.db"
     proc = _start(db, src)
     _after_first_batches(proc, db, batch)
     workers = _children(proc.pid)
     assert (len(workers) > 0) == (mode == "workers")
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl+C does: to every process of the group
+    # To every process of the group, as a terminal's Ctrl+C does, or a supervisor stopping the job (SIGTERM).
+    os.killpg(proc.pid, signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (out, err)
+    assert proc.returncode == 128 + signum, (out, err)
     said = re.search(r"loupe: interrupted: ([\d,]+) traces? stored in (\S+); run the same command again", err)
     assert said is not None, err
     stored = int(said.group(1).replace(",", ""))
@@ -219,3 +222,29 @@ def test_ctrl_c_in_process_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert traces == (real_flush_size if twice else real_flush_size + 100)
     assert f"{traces:,} traces stored" in result.output
     assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+
+
+def test_a_signal_while_workers_start_is_held_not_lost() -> None:
+    """Workers are started with SIGINT and SIGTERM blocked; a Ctrl+C pressed meanwhile reaches this process after."""
+    got: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        with parallel._spawning():
+            signal.raise_signal(signal.SIGINT)
+            assert got == []  # held while a worker may be starting
+        assert got == [signal.SIGINT]  # and delivered right after
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_workers_leave_sigterm_to_the_writer(tmp_path: Path) -> None:
+    """A SIGTERM that reaches a worker (sent to the whole group) does not end it: the writer decides when to stop."""
+    (src, batch), db = _source(tmp_path, "workers"), tmp_path / "s.db"
+    proc = _start(db, src)
+    _after_first_batches(proc, db, batch)
+    workers = _children(proc.pid)
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert f"Imported {TRACES:,} traces" in out

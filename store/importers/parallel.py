@@ -66,6 +66,10 @@ def chunks(path: Path) -> Iterator[tuple[str, int, bytes]]:
                 return
             cut = block.rfind(b"\n") + 1
             if cut == 0:
+                # No LF at all: lines may end with a lone CR (old Mac files). One not at the block's end cannot be
+                # the first half of a CRLF, so the chunk may end there.
+                cut = block.rfind(b"\r", 0, len(block) - 1) + 1
+            if cut == 0:
                 parts.append(block)  # one line longer than a chunk: kept whole
                 continue
             piece = b"".join([*parts, block[:cut]])
@@ -80,9 +84,13 @@ _WORKER: tuple[Config | None, Pricer] | None = None
 
 
 def _start_worker(config: Config | None) -> None:
-    # Ctrl+C reaches every process of the terminal's group; stopping is the main process's job (it commits what
-    # it has and says so), so the workers carry on until it ends them.
+    # Ctrl+C, and a SIGTERM sent to the whole group (a supervisor stopping the job), reach every process; stopping
+    # is the main process's job (it commits what it has and says so), so the workers carry on until it ends them.
+    # They were started with SIGINT blocked (see _spawning): ignored from here on, then let through.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # The writer is the one process that cannot be split: the workers yield the CPU to it whenever it can write.
     try:
         os.nice(5)
@@ -133,20 +141,21 @@ class WorkerFailed(RuntimeError):
 
 @contextmanager
 def _spawning() -> Iterator[None]:
-    """Around anything that may start a worker. The worker is started with SIGINT ignored, so that a Ctrl+C
-    before its own setup cannot kill it; and without the caller's `__main__`, which a spawned process would
-    otherwise run again (a script that calls ingest at its top level would ingest in every worker too). The
-    workers need nothing from it: all they run is in this module."""
-    in_main = threading.current_thread() is threading.main_thread()
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    """Around anything that may start a worker. SIGINT and SIGTERM are blocked meanwhile, not ignored: a worker
+    starts with them blocked (the mask is inherited), so a Ctrl+C before its own setup cannot kill it, while this
+    process still gets a signal sent then, as soon as they are let through again. And the caller's `__main__` is
+    hidden: a spawned process would otherwise run it again (a script that calls ingest at its top level would ingest
+    in every worker too). The workers need nothing from it: all they run is in this module."""
+    blocking = hasattr(signal, "pthread_sigmask")
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if blocking else None
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
         yield
     finally:
         sys.modules["__main__"] = main
-        if in_main:
-            signal.signal(signal.SIGINT, before)
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def read_prepared(path: Path, result: ImportResult, config: Config | None,

@@ -427,15 +427,18 @@ class IngestCounts:
     existed: set[str] = field(default_factory=set)  # of those, the ones already stored before
 
     def add(self, trace_id: str, steps: int, existed: bool, findings: int) -> None:
-        """Count one trace written."""
-        self.traces += 1
+        """Count one trace written. One written again in the same batch is the same trace (not one more, nor one
+        "updated"); its steps and findings count again, as they do when the repeat comes in a later batch."""
         self.steps += steps
+        self.findings += findings
+        self.traces_with_findings += findings > 0
+        if trace_id in self.ids:
+            return
+        self.traces += 1
         self.updated += existed
         self.ids.add(trace_id)
         if existed:
             self.existed.add(trace_id)
-        self.findings += findings
-        self.traces_with_findings += findings > 0
 
 
 SUMMARY_COLUMNS = (

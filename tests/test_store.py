@@ -279,6 +279,7 @@ def test_the_same_id_twice_in_one_batch_keeps_the_later_trace(tmp_path: Path) ->
     later = Trace.model_validate(make_trace(1, output="later answer"))
     counts = store.insert_traces([first, Trace.model_validate(make_trace(2)), later])
     assert store.count_traces() == 2 and counts.failed == []
+    assert (counts.traces, counts.updated, counts.steps) == (2, 0, 3)  # one trace, not one more or "updated"
     assert store.get_trace("trc_t0001").trace.output == "later answer"
     assert store.conn.execute("SELECT count(*) FROM steps WHERE trace_id = 'trc_t0001'").fetchone()[0] == 1
     assert [r.id for r in store.list_traces(TraceFilter(search="later answer"))] == ["trc_t0001"]

@@ -14,7 +14,7 @@ from store.importers import ingest_paths
 
 from .conftest import make_trace
 
-PARTIAL = [i for i in range(300) if i % 11 == 5 and i != 17]  # line 17 is broken in _file
+PARTIAL = [i for i in range(300) if i % 11 == 5 and i not in (17, 253)]  # 17 is broken, 253 repeats 3, in _file
 
 
 def _lines(n: int) -> list[bytes]:
@@ -43,6 +43,9 @@ def _lines(n: int) -> list[bytes]:
 def _file(path: Path, n: int) -> Path:
     lines = _lines(n)
     lines[17] = b'{"id": "trc_broken", "steps": ['  # invalid JSON, named by its line
+    if n > 260:
+        # Trace 3 again, 250 lines later, changed: the later one is stored, and it is counted once.
+        lines[253] = lines[3].replace(b"processed your refund", b"processed your refund twice")
     if n > 40:
         lines[40] = lines[40].replace(b"How do I", b"How do \xff I")  # not UTF-8: replaced, visibly
     body = b""
@@ -88,10 +91,12 @@ def test_workers_leave_the_store_as_one_process_does(tmp_path: Path) -> None:
     with Store(tmp_path / "one.db") as one, Store(tmp_path / "many.db") as many:
         alone = ingest_paths(one, [src], workers=1)
         spread = ingest_paths(many, [src], workers=2)
-        assert spread.counts.traces == alone.counts.traces == 300  # 299 lines + the one after the CR, minus the broken
+        # 300 lines, the broken one and the repeat of trace 3 left out, and the one after the CR.
+        assert spread.counts.traces == alone.counts.traces == 299
         assert spread.counts.findings == alone.counts.findings > 0
         assert (spread.counts.steps, spread.counts.traces_with_findings) == (alone.counts.steps,
                                                                              alone.counts.traces_with_findings)
+        assert spread.counts.updated == alone.counts.updated == 0
         # The same problems, at the same lines (a CR alone, blank lines and CRLF counted as a text reader does).
         assert [str(p) for p in spread.problems] == [str(p) for p in alone.problems]
         assert any(str(p).startswith(f"{src}:22: invalid JSON") for p in spread.problems)
@@ -102,6 +107,7 @@ def test_workers_leave_the_store_as_one_process_does(tmp_path: Path) -> None:
             assert found == [r.id for r in one.list_traces(TraceFilter(search=words), limit=500)]
     a, b = _dump(tmp_path / "one.db"), _dump(tmp_path / "many.db")
     assert _without_ingest_time(b["traces"]) == _without_ingest_time(a["traces"])
+    assert [r for r in b["steps"] if r[0] == "trc_t0003" and "twice" in str(r)]  # the later copy of trace 3
     assert b["steps"] == a["steps"] and b["findings"] == a["findings"] and b["docs"] == a["docs"]
     conn = sqlite3.connect(tmp_path / "many.db")
     partial = [r[0] for r in conn.execute("SELECT id FROM traces WHERE partial = 1 ORDER BY id")]
@@ -135,21 +141,25 @@ def test_a_stop_request_commits_what_the_workers_made_ready(tmp_path: Path) -> N
     with Store(tmp_path / "s.db") as store:
         report = ingest_paths(store, [src], workers=2, stop=stop)
         assert report.interrupted
-        assert 0 < report.counts.traces == store.count_traces() < 300
+        assert 0 < report.counts.traces == store.count_traces() < 299
         # The traces stored are the file's first ones, whole: a re-run finishes the job.
         again = ingest_paths(store, [src], workers=2)
-        assert store.count_traces() == 300 and again.counts.updated == report.counts.traces
+        assert store.count_traces() == 299 and again.counts.updated == report.counts.traces
 
 
-def test_chunks_end_at_line_ends_and_count_lines_as_a_text_reader(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("body", [b"a\r\nbb\rccc\n" + b"x" * 30 + b"\n\nlast",
+                                  b"one\rtwo\rthree\r" + b"y" * 20 + b"\rfour\r\r\nfive\r\nsix"])
+def test_chunks_end_at_line_ends_and_count_lines_as_a_text_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  body: bytes) -> None:
     monkeypatch.setattr(parallel, "CHUNK_BYTES", 8)
     path = tmp_path / "t.jsonl"
-    body = b"a\r\nbb\rccc\n" + b"x" * 30 + b"\n\nlast"
     path.write_bytes(body)
     pieces = list(parallel.chunks(path))
     assert b"".join(p for _, _, p in pieces) == body
-    assert all(p.endswith(b"\n") for _, _, p in pieces[:-1])
+    # Every chunk but the last ends a line: at a LF, or at a CR that is not the first half of a CRLF.
+    assert all(p.endswith(b"\n") or (p.endswith(b"\r") and not body[len(b"".join(q for _, _, q in pieces[:i + 1])):]
+                                       .startswith(b"\n")) for i, (_, _, p) in enumerate(pieces[:-1]))
+    assert len(pieces) > 3  # a file of old-Mac line ends (CR only) is cut too, not read as one chunk
     with open(path, encoding="utf-8", newline=None) as fh:
         text_lines = fh.read().split("\n")
     for _, first, piece in pieces:
@@ -169,3 +179,26 @@ def test_small_files_and_other_formats_are_read_in_this_process(tmp_path: Path,
     with Store(tmp_path / "s.db") as store:
         report = ingest_paths(store, [src, array], workers=2)
         assert report.counts.traces == store.count_traces() == 30 + 3
+
+
+def test_a_native_line_cannot_ask_to_be_merged_with_the_stored_trace(tmp_path: Path) -> None:
+    first = tmp_path / "a.jsonl"
+    first.write_text(json.dumps(make_trace(1, name="kept")) + "\n")
+    again = tmp_path / "b.jsonl"
+    again.write_text(json.dumps({"id": "trc_t0001", "merge": True, "steps": [{"id": "x", "type": "tool"}]}) + "\n")
+    with Store(tmp_path / "s.db") as store:
+        ingest_paths(store, [first])
+        ingest_paths(store, [again])
+        trace = store.get_trace("trc_t0001").trace
+        assert [s.id for s in trace.steps] == ["x"] and trace.name is None  # replaced, as every re-ingest is
+        assert trace.metadata["merge"] is True  # the key is kept where unknown keys go
+
+
+def test_a_byte_order_mark_and_a_number_too_long_cost_nothing_but_their_line(tmp_path: Path) -> None:
+    src = tmp_path / "t.jsonl"
+    long_number = json.dumps(make_trace(2)).replace('"input_tokens": 100', '"input_tokens": ' + "9" * 5000)
+    src.write_text("\ufeff" + json.dumps(make_trace(1)) + "\n" + long_number + "\n" + json.dumps(make_trace(3)) + "\n")
+    with Store(tmp_path / "s.db") as store:
+        report = ingest_paths(store, [src])
+        assert sorted(r.id for r in store.list_traces()) == ["trc_t0001", "trc_t0003"]
+        assert [p.line for p in report.problems] == [2] and "4300" in report.problems[0].message

@@ -197,6 +197,12 @@ def validate_trace(
         data = scrub(data)  # the store cannot hold lone surrogates
     raw_steps = data.get("steps")
     head = {k: v for k, v in data.items() if k != "steps" and k not in DERIVED_KEYS}
+    if "merge" in head:
+        # An ingest hint of span sources, never a field of the format: a trace file cannot ask to be merged with
+        # what is stored. Kept as metadata, like any other key loupe does not read.
+        hint, meta = head.pop("merge"), head.get("metadata")
+        if meta is None or isinstance(meta, dict):
+            head["metadata"] = {**(meta or {}), "merge": hint}
     notes: list[tuple[str, str]] = []
     trace = salvage(Trace, head, "", notes)
     if trace is None:

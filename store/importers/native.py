@@ -65,6 +65,8 @@ def layout(path: Path) -> str:
 
 def read_line(line: str, name: str, lineno: int, result: ImportResult) -> Trace | None:
     """The trace on one line of a JSON Lines file; None (with the problem noted) when there is none."""
+    if lineno == 1:
+        line = line.lstrip("\ufeff")  # a byte order mark is not part of the first trace
     if not line.strip():
         return None
     try:
@@ -74,5 +76,8 @@ def read_line(line: str, name: str, lineno: int, result: ImportResult) -> Trace 
         return None
     except RecursionError:
         result.problems.append(ImportProblem(name, lineno, None, "JSON nested too deeply to read"))
+        return None
+    except ValueError as exc:  # a number longer than Python reads (4,300 digits): this line only, not the file
+        result.problems.append(ImportProblem(name, lineno, None, f"cannot read: {str(exc)[:200]}"))
         return None
     return validate_trace(data, name, lineno, result.problems, source=name, raw=line)

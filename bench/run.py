@@ -329,7 +329,7 @@ def figure(name: str, unit: str, ours: list[float], ref: list[float] | None, goa
 
 
 def run(size: int, repeat: int, work: Path, keep: bool, log: Callable[[str], None], copies: int = 1,
-        reuse: bool = False) -> dict[str, Any]:
+        reuse: bool = False, out_dir: Path = BENCH) -> dict[str, Any]:
 
     work.mkdir(parents=True, exist_ok=True)
     figures: list[dict[str, Any]] = []
@@ -372,7 +372,7 @@ def run(size: int, repeat: int, work: Path, keep: bool, log: Callable[[str], Non
 
     # -- the store at full size, built once by loupe
     db = work / f"store-{human(size)}.db"
-    previous = BENCH / f"results-{human(size)}.json"
+    previous = out_dir / f"results-{human(size)}.json"
     if reuse and db.exists() and previous.exists():
         # The store of an earlier run (--keep), measured again: its build figures are that run's.
         old = json.loads(previous.read_text())
@@ -681,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     result = run(args.size, max(1, args.repeat), args.work, args.keep, log, copies=max(1, args.copies),
-                 reuse=args.reuse)
+                 reuse=args.reuse, out_dir=args.results)
     for f in result["figures"]:
         o = f["ours"]
         ref = f" | ref {f['ref']['median']:,.2f} (ratio {f['ratio']:.2f})" if f.get("ratio") else ""

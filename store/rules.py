@@ -969,6 +969,11 @@ INJECTION_PATTERNS = (
 )
 
 
+# Every match of a built-in pattern holds one of these, in any case (tests/test_rules.py checks).
+INJECTION_KEYWORDS = ("ignore", "disregard", "forget", "override", "bypass", "you are now", "system", "developer",
+                      "<|", "inst]", "<<sys", "<</sys", "instructions", "reveal", "print", "show", "repeat", "output")
+
+
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
     """Every string inside a value (JSON text read first), to scan each field on its own."""
     value = json_or_value(value)
@@ -1045,8 +1050,12 @@ def prompt_injection(trace: Trace, ctx: Context | None = None) -> Outcome:
             texts[text] = (where, evidence)
     findings = []
     seen: set[str] = set()
+    built_in = len(INJECTION_PATTERNS) if settings.default_patterns else 0
     for text, (where, evidence) in texts.items():
-        for rx in regexes:
+        # Most texts hold none of the words every built-in pattern needs: those are not searched for them. Only
+        # for ASCII text, where the patterns' ignoring of case is plain ASCII lowercase (the Kelvin sign matches k).
+        skip = built_in if text.isascii() and not any(k in text.lower() for k in INJECTION_KEYWORDS) else 0
+        for rx in regexes[skip:]:
             m = rx.search(text)
             if m is None:
                 continue

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from store.config import parse_config
 from store.models import Trace
@@ -231,3 +234,19 @@ def test_using_config_applies_where_no_config_is_passed() -> None:
         assert [f.rule_id for f in run_rules(t).findings] == ["tool-error", "usage-missing"]
     assert [f.rule_id for f in run_rules(t).findings] == ["success-after-tool-error", "tool-error", "usage-missing"]
 
+
+
+FRAGMENTS = ["ignore all", "previous instructions", "instructions", "SYSTEM", ": do it", "override", "You are now",
+             "in developer mode", "\n", " ", "system:", "[INST]", "[/inst]", "<</SYS>>", "<|im_start|>",
+             "new instructions:", "Reveal your", "system prompt", "# ", "[", "<", "Ignore ALL previous", "rules",
+             "fine text", ".", "admin override", "print the", "hidden instructions", "DAN", "now"]
+
+
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=8).map("".join))
+@settings(max_examples=500, deadline=None)
+def test_every_built_in_injection_match_holds_one_of_the_keywords(text: str) -> None:
+    from store.rules import INJECTION_KEYWORDS, INJECTION_PATTERNS
+
+    # prompt-injection skips the built-in patterns for ASCII text without a keyword: none of them may match there.
+    if any(re.search(p, text, re.IGNORECASE) for p in INJECTION_PATTERNS):
+        assert any(k in text.lower() for k in INJECTION_KEYWORDS), text

@@ -93,7 +93,7 @@ def _start_worker(config: Config | None) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # The writer is the one process that cannot be split: the workers yield the CPU to it whenever it can write.
     try:
-        os.nice(5)
+        os.nice(19)
     except (AttributeError, OSError):
         pass
     # A writer killed outright (SIGKILL, out of memory) cannot stop its workers: each one ends when it sees its

@@ -972,6 +972,7 @@ INJECTION_PATTERNS = (
 # Every match of a built-in pattern holds one of these, in any case (tests/test_rules.py checks).
 INJECTION_KEYWORDS = ("ignore", "disregard", "forget", "override", "bypass", "you are now", "system", "developer",
                       "<|", "inst]", "<<sys", "<</sys", "instructions", "reveal", "print", "show", "repeat", "output")
+_KEYWORD = re.compile("|".join(re.escape(k) for k in INJECTION_KEYWORDS))  # over lowercased text
 
 
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
@@ -1054,7 +1055,7 @@ def prompt_injection(trace: Trace, ctx: Context | None = None) -> Outcome:
     for text, (where, evidence) in texts.items():
         # Most texts hold none of the words every built-in pattern needs: those are not searched for them. Only
         # for ASCII text, where the patterns' ignoring of case is plain ASCII lowercase (the Kelvin sign matches k).
-        skip = built_in if text.isascii() and not any(k in text.lower() for k in INJECTION_KEYWORDS) else 0
+        skip = built_in if text.isascii() and not _KEYWORD.search(text.lower()) else 0
         for rx in regexes[skip:]:
             m = rx.search(text)
             if m is None:

@@ -350,7 +350,7 @@ def doc_range(started_at: str | None) -> tuple[int, int]:
     """The document numbers [first, end) of traces with this start time (the store's form, or None)."""
     if started_at is None:
         return 1, _NO_TIME_DOCS
-    dt = datetime.strptime(started_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    dt = datetime.fromisoformat(started_at)  # the store's own form (format_time), "Z" read as UTC
     micros = (dt - _EPOCH) // timedelta(microseconds=1)
     return micros * DOC_SLOTS, (micros + 1) * DOC_SLOTS
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -986,29 +987,32 @@ class Store:
         return counts
 
     def _write_merged(self, conn: sqlite3.Connection, trace: Trace, counts: IngestCounts) -> None:
-        conn.execute("SAVEPOINT trace")
-        try:
+        def write() -> tuple[PreparedTrace, bool]:
             # The stored trace of the same ID combined with this one, span by span (see Trace.merge); read once,
             # it also gives the words its search document was made of.
             stored = _stored_trace(conn, trace.id)
-            if stored is not None:
-                trace = merge_traces(stored, trace)
-            prepared = prepare_trace(trace, self.pricer, self.rules_config)
-            existed = self._write_rows(conn, prepared, stored)
+            merged = merge_traces(stored, trace) if stored is not None else trace
+            prepared = prepare_trace(merged, self.pricer, self.rules_config)
+            return prepared, self._write_rows(conn, prepared, stored)
+
+        self._write_one(conn, counts, trace, write)
+
+    @staticmethod
+    def _write_one(conn: sqlite3.Connection, counts: IngestCounts, subject: Trace | PreparedTrace,
+                   write: Callable[[], tuple[PreparedTrace, bool]]) -> None:
+        """One trace under its own savepoint: written and counted, or left out whole and reported in `failed`."""
+        conn.execute("SAVEPOINT trace")
+        try:
+            prepared, existed = write()
         except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
-            self._undo_trace(conn, exc, trace, counts)
+            if is_store_failure(exc) or not conn.in_transaction:
+                raise  # the store failed, not this trace: the whole batch is rolled back (see _write)
+            conn.execute("ROLLBACK TO trace")
+            conn.execute("RELEASE trace")
+            counts.failed.append((subject.id, subject.source, f"cannot be stored: {exc}"))
             return
         conn.execute("RELEASE trace")
         counts.add(prepared.id, prepared.steps, existed, prepared.findings)
-
-    @staticmethod
-    def _undo_trace(conn: sqlite3.Connection, exc: BaseException, trace: Trace | PreparedTrace,
-                    counts: IngestCounts) -> None:
-        if is_store_failure(exc) or not conn.in_transaction:
-            raise exc  # the store failed, not this trace: the whole batch is rolled back (see _write)
-        conn.execute("ROLLBACK TO trace")
-        conn.execute("RELEASE trace")
-        counts.failed.append((trace.id, trace.source, f"cannot be stored: {exc}"))
 
     def _write_prepared(self, conn: sqlite3.Connection, items: list[PreparedTrace], counts: IngestCounts) -> None:
         """New traces in bulk (one savepoint, executemany); stored ones, repeats, and every trace of a bulk
@@ -1037,14 +1041,10 @@ class Store:
                 for p in bulk:
                     counts.add(p.id, p.steps, False, p.findings)
         for p in one_by_one:
-            conn.execute("SAVEPOINT trace")
-            try:
-                existed = self._write_rows(conn, p, None)
-            except (sqlite3.Error, ValueError, OverflowError, UnicodeError) as exc:
-                self._undo_trace(conn, exc, p, counts)
-                continue
-            conn.execute("RELEASE trace")
-            counts.add(p.id, p.steps, existed, p.findings)
+            self._write_one(conn, counts, p, functools.partial(self._replace, conn, p))
+
+    def _replace(self, conn: sqlite3.Connection, p: PreparedTrace) -> tuple[PreparedTrace, bool]:
+        return p, self._write_rows(conn, p, None)
 
     def _write_rows(self, conn: sqlite3.Connection, p: PreparedTrace, stored: Trace | None) -> bool:
         """Write one prepared trace, replacing the stored one of its ID; whether there was one. `stored`: that

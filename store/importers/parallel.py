@@ -1,10 +1,10 @@
 """Native JSON Lines made ready for the store by worker processes while this process writes.
 
-Reading, validating, pricing and running the rules cost about three times what SQLite's inserts do, and all of it
+Reading, validating, pricing and running the rules cost two to three times what SQLite's inserts do, and all of it
 is Python: one process cannot use a second core. So a large native file is cut at line ends into chunks, and each
 worker turns a chunk into the rows the store keeps (PreparedTrace) with the problems it met, by line number. The
-results are written in file order, in the same batches as ever, so the store ends up exactly as a one-process
-ingest leaves it; only the work before the write is spread out.
+results are written in file order, in batches of BATCH traces, so the store ends up as a one-process ingest leaves
+it; only the work before the write is spread out.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .base import ImportProblem, ImportResult
 from .native import read_line
 
 CHUNK_BYTES = 1 << 20  # about a hundred traces of realistic size: enough work to be worth a trip to a worker
-MIN_BYTES = 16 << 20  # smaller files are read here: starting the workers (~0.5 s) would cost more than they save
+MIN_BYTES = 16 << 20  # smaller files are read here: starting the workers (a few tenths of a second) is not worth it
 MAX_WORKERS = 4
 AHEAD = 24  # chunks given out before their results are taken: work for the workers through a whole batch's write
 BATCH = 1_000  # traces per write transaction: the writer does little else here, and each commit costs

@@ -202,3 +202,21 @@ def test_a_byte_order_mark_and_a_number_too_long_cost_nothing_but_their_line(tmp
         report = ingest_paths(store, [src])
         assert sorted(r.id for r in store.list_traces()) == ["trc_t0001", "trc_t0003"]
         assert [p.line for p in report.problems] == [2] and "4300" in report.problems[0].message
+
+
+def test_a_number_too_long_on_the_first_line_costs_that_line_only(tmp_path: Path) -> None:
+    src = tmp_path / "t.jsonl"
+    first = json.dumps(make_trace(1)).replace('"input_tokens": 100', '"input_tokens": ' + "9" * 5000)
+    src.write_text(first + "\n" + json.dumps(make_trace(2)) + "\n")
+    with Store(tmp_path / "s.db") as store:
+        report = ingest_paths(store, [src])  # the format is told from the first record: that must not stop it
+        assert [r.id for r in store.list_traces()] == ["trc_t0002"]
+        assert [p.line for p in report.problems] == [1] and not report.failed_files
+
+
+def test_a_merge_key_does_not_overwrite_the_traces_own_metadata(tmp_path: Path) -> None:
+    src = tmp_path / "t.jsonl"
+    src.write_text(json.dumps(make_trace(1, merge="yes", metadata={"merge": "mine"})) + "\n")
+    with Store(tmp_path / "s.db") as store:
+        ingest_paths(store, [src])
+        assert store.get_trace("trc_t0001").trace.metadata == {"merge": "mine"}

@@ -87,7 +87,7 @@ def _first_record(path: Path) -> object:
                 fh.seek(0)
                 return json.loads(fh.read())
             return json.loads(stripped)
-    except (json.JSONDecodeError, OSError, RecursionError):
+    except (ValueError, OSError, RecursionError):  # ValueError: also a number too long for Python to read
         return None
 
 

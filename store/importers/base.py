@@ -202,7 +202,7 @@ def validate_trace(
         # what is stored. Kept as metadata, like any other key loupe does not read.
         hint, meta = head.pop("merge"), head.get("metadata")
         if meta is None or isinstance(meta, dict):
-            head["metadata"] = {**(meta or {}), "merge": hint}
+            head["metadata"] = {"merge": hint, **(meta or {})}  # a "merge" of the trace's own metadata wins
     notes: list[tuple[str, str]] = []
     trace = salvage(Trace, head, "", notes)
     if trace is None:

@@ -251,6 +251,7 @@ def ingest(
                   transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("importing", total=len(files), traces=0)
         stored = 0
+        before = store.count_traces()
         started = 0
 
         stopper = _StopOnSignal()
@@ -271,7 +272,9 @@ def ingest(
             try:
                 report = ingest_paths(store, files, fmt, on_file=on_file, on_batch=on_batch, stop=stop.requested)
             except KeyboardInterrupt as exc:
-                # Asked twice: stopped at once. The batch being written was rolled back; those before it stay.
+                # Asked twice: stopped at once. The batch being written was rolled back (or had just committed:
+                # the store's count says), those before it stay.
+                stored = max(stored, store.count_traces() - before)
                 progress.stop()
                 _err(f"interrupted: {plural(stored, 'trace')} stored in {store.path}; run the same command again "
                      "to finish (a stored trace is updated, never duplicated)")

@@ -209,26 +209,54 @@ def cost_check(cand: VersionStats, base: VersionStats | None, config: Config) ->
 def _cost_check(cand: VersionStats, base: VersionStats | None, config: Config, mean: float, note: str,
                 data: dict[str, Any]) -> GateCheck:
     g = config.gate
-    if g.cost_per_trace is not None:
-        status: Status = "pass" if mean <= g.cost_per_trace else "fail"
-        return GateCheck("cost per trace", status, f"mean {usd(mean)}, limit {usd(g.cost_per_trace)} "
-                         "(gate.cost_per_trace)" + note, {**data, "limit": g.cost_per_trace})
+    baseline = None if base is None else (
+        base.cost.mean.value, base.cost.to_json(), _partial_note(base.cost.known, base.cost.unknown,
+                                                                 "cost in the baseline"))
+    return _against(_COST, mean, note, data, g.cost_per_trace, "gate.cost_per_trace", baseline,
+                    g.max_cost_increase)
+
+
+@dataclass(frozen=True)
+class _Measure:
+    """How a gate check against a limit names and shows its value."""
+
+    name: str
+    kind: str  # in "the baseline's ... is unknown"
+    show: Callable[[float], str]
+    lead: str  # before the value: "mean " for a mean
+    from_zero: str  # the change when the baseline is zero
+    limit_key: str
+    limit_json: Callable[[float], Any]
+    note_when_base_unknown: bool  # whether the candidate's partial note follows "the baseline's ... is unknown"
+
+
+def _against(m: _Measure, value: float, note: str, data: dict[str, Any], fixed: float | None, setting: str,
+             base: tuple[float | None, Any, str] | None, increase: float) -> GateCheck:
+    """The rule the cost and latency checks share: within the fixed limit when the configuration sets one, else
+    within +increase of the baseline's value; "warn" with neither, "unknown" when the baseline's is unknown.
+    `base`: the baseline's value, its JSON and the note on its own unknown part."""
+    if fixed is not None:
+        status: Status = "pass" if value <= fixed else "fail"
+        return GateCheck(m.name, status, f"{m.lead}{m.show(value)}, limit {m.show(fixed)} ({setting})" + note,
+                         {**data, m.limit_key: m.limit_json(fixed)})
     if base is None:
-        return GateCheck("cost per trace", "warn", f"mean {usd(mean)}; no baseline and no gate.cost_per_trace to "
-                         "compare with" + note, data)
-    data["baseline"] = base.cost.to_json()
-    bmean = base.cost.mean.value
-    if bmean is None:
-        return GateCheck("cost per trace", "unknown", f"mean {usd(mean)}; the baseline's cost is unknown" + note,
-                         data)
-    limit = bmean * (1 + g.max_cost_increase)
-    status = "pass" if mean <= limit else "fail"
-    change = f"{(mean / bmean - 1) * 100:+.1f}%" if bmean else "from $0"
-    return GateCheck("cost per trace", status,
-                     f"mean {usd(mean)} vs baseline {usd(bmean)} ({change}); at most {usd(limit)} "
-                     f"(+{g.max_cost_increase * 100:g}%)" + note
-                     + _partial_note(base.cost.known, base.cost.unknown, "cost in the baseline"),
-                     {**data, "limit": limit})
+        return GateCheck(m.name, "warn", f"{m.lead}{m.show(value)}; no baseline and no {setting} to compare with"
+                         + note, data)
+    bvalue, bjson, bnote = base
+    data["baseline"] = bjson
+    if bvalue is None:
+        return GateCheck(m.name, "unknown", f"{m.lead}{m.show(value)}; the baseline's {m.kind} is unknown"
+                         + (note if m.note_when_base_unknown else ""), data)
+    limit = bvalue * (1 + increase)
+    status = "pass" if value <= limit else "fail"
+    change = f"{(value / bvalue - 1) * 100:+.1f}%" if bvalue else m.from_zero
+    return GateCheck(m.name, status,
+                     f"{m.lead}{m.show(value)} vs baseline {m.show(bvalue)} ({change}); at most {m.show(limit)} "
+                     f"(+{increase * 100:g}%)" + note + bnote, {**data, m.limit_key: m.limit_json(limit)})
+
+
+_COST = _Measure("cost per trace", "cost", usd, "mean ", "from $0", "limit", lambda v: v, True)
+_LATENCY = _Measure("p95 latency", "latency", seconds, "", "from 0", "limit_ms", round_ms, False)
 
 
 def latency_check(cand: VersionStats, base: VersionStats | None, config: Config) -> GateCheck:
@@ -248,21 +276,7 @@ def latency_check(cand: VersionStats, base: VersionStats | None, config: Config)
 def _latency_check(cand: VersionStats, base: VersionStats | None, config: Config, p95: float, note: str,
                    data: dict[str, Any]) -> GateCheck:
     g = config.gate
-    if g.p95_latency_seconds is not None:
-        limit = g.p95_latency_seconds * 1000
-        status: Status = "pass" if p95 <= limit else "fail"
-        return GateCheck("p95 latency", status, f"{seconds(p95)}, limit {seconds(limit)} (gate.p95_latency_seconds)"
-                         + note, {**data, "limit_ms": round_ms(limit)})
-    if base is None:
-        return GateCheck("p95 latency", "warn", f"{seconds(p95)}; no baseline and no gate.p95_latency_seconds to "
-                         "compare with" + note, data)
-    data["baseline"] = base.latency.to_json()
-    bp95 = base.latency.p95.value
-    if bp95 is None:
-        return GateCheck("p95 latency", "unknown", f"{seconds(p95)}; the baseline's latency is unknown", data)
-    limit = bp95 * (1 + g.max_p95_latency_increase)
-    status = "pass" if p95 <= limit else "fail"
-    change = f"{(p95 / bp95 - 1) * 100:+.1f}%" if bp95 else "from 0"
-    return GateCheck("p95 latency", status,
-                     f"{seconds(p95)} vs baseline {seconds(bp95)} ({change}); at most {seconds(limit)} "
-                     f"(+{g.max_p95_latency_increase * 100:g}%)" + note, {**data, "limit_ms": round_ms(limit)})
+    fixed = None if g.p95_latency_seconds is None else g.p95_latency_seconds * 1000
+    baseline = None if base is None else (base.latency.p95.value, base.latency.to_json(), "")
+    return _against(_LATENCY, p95, note, data, fixed, "gate.p95_latency_seconds", baseline,
+                    g.max_p95_latency_increase)

@@ -11,8 +11,6 @@ import http.client
 import json
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from store.db import PreparedTrace, Store
 from store.server import OTLPServer, parse_size
 from tui import cli
 
-from .test_live_ingest import HOST, HTTP_TIMEOUT, ROOT, Server, _wait_listening, free_port, post, request, span
+from .test_live_ingest import HOST, HTTP_TIMEOUT, Server, post, request, serving, span
 
 LIMIT = 4096
 
@@ -33,25 +31,8 @@ LIMIT = 4096
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`loupe serve --max-body 4K` in a subprocess."""
     tmp = tmp_path_factory.mktemp("serve-small")
-    port = free_port()
-    out, err = tmp / "stdout.txt", tmp / "stderr.txt"
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "serve", "--port", str(port), "--db", str(tmp / "s.db"),
-             "--max-body", "4K"],
-            cwd=ROOT, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL,
-        )
-    srv = Server(port, tmp / "s.db", process, out, err)
-    try:
-        _wait_listening(srv)
+    with serving(tmp, tmp / "s.db", "--max-body", "4K") as srv:
         yield srv
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 _n = iter(range(1, 10_000))

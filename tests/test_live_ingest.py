@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,16 +99,14 @@ def _wait_listening(server: Server) -> None:
     raise AssertionError(f"loupe serve did not listen within {START_TIMEOUT}s: {server.output()}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`loupe serve` in a subprocess on a free loopback port, always stopped at the end."""
-    tmp = tmp_path_factory.mktemp("serve")
+@contextmanager
+def serving(tmp: Path, db: Path, *options: str) -> Iterator[Server]:
+    """`loupe serve` in a subprocess on a free loopback port, listening when given, always stopped at the end."""
     port = free_port()
-    db = tmp / "live.db"
     out, err = tmp / "stdout.txt", tmp / "stderr.txt"
     with open(out, "wb") as fo, open(err, "wb") as fe:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "serve", "--port", str(port), "--db", str(db)],
+            [sys.executable, "-m", "tui.cli", "serve", "--port", str(port), "--db", str(db), *options],
             cwd=ROOT, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL,
         )
     srv = Server(port, db, process, out, err)
@@ -121,6 +120,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("serve")
+    with serving(tmp, tmp / "live.db") as srv:
+        yield srv
 
 
 class Recording(SpanExporter):

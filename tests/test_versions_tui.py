@@ -34,6 +34,15 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 
+async def open_versions(app: Any, pilot: Any) -> VersionsScreen:
+    """Press p and wait: the versions screen, loaded."""
+    await pilot.press("p")
+    await settle(pilot)
+    screen = app.screen
+    assert isinstance(screen, VersionsScreen)
+    return screen
+
+
 def cells(table: DataTable[Any], row: int) -> list[str]:
     return [c.plain if isinstance(c, Text) else str(c) for c in table.get_row_at(row)]
 
@@ -42,10 +51,7 @@ async def test_p_shows_every_version_and_enter_filters_the_list(store: Store, tm
     app = make_app(store, evals_dir=tmp_path / "evals", poll_interval=None)
     async with app.run_test(size=(150, 40)) as pilot:
         await settle(pilot)
-        await pilot.press("p")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, VersionsScreen)
+        screen = await open_versions(app, pilot)
         table = screen.query_one("#versions-table", DataTable)
         assert table.row_count == 3
         rows = {cells(table, i)[2]: cells(table, i) for i in range(3)}
@@ -77,10 +83,7 @@ async def test_c_marks_two_versions_and_shows_them_compared(store: Store, tmp_pa
     app = make_app(store, evals_dir=tmp_path / "evals", poll_interval=None)
     async with app.run_test(size=(150, 40)) as pilot:
         await settle(pilot)
-        await pilot.press("p")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, VersionsScreen)
+        screen = await open_versions(app, pilot)
         versions = [r.key.version for r in screen.rows]
         table = screen.query_one("#versions-table", DataTable)
         table.move_cursor(row=versions.index("v1"))
@@ -139,10 +142,7 @@ async def test_an_empty_store_says_so(tmp_path: Path) -> None:
     app = make_app(s, evals_dir=tmp_path / "evals", poll_interval=None)
     async with app.run_test(size=(120, 30)) as pilot:
         await settle(pilot)
-        await pilot.press("p")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, VersionsScreen)
+        screen = await open_versions(app, pilot)
         assert "No traces yet" in str(screen.query_one("#versions-summary", Static).render())
         assert not screen.check_action("mark", ())
         await pilot.press("enter", "c")  # nothing to pick: nothing happens
@@ -160,10 +160,7 @@ async def test_a_version_holding_at_signs_is_filtered_exactly(tmp_path: Path) ->
     async with app.run_test(size=(150, 40)) as pilot:
         await settle(pilot)
         for (name, version), count in (((evil_name, evil_version), 3), (("a@b", "c@d"), 2)):
-            await pilot.press("p")
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, VersionsScreen)
+            screen = await open_versions(app, pilot)
             table = screen.query_one("#versions-table", DataTable)
             table.move_cursor(row=[(r.key.prompt, r.key.version) for r in screen.rows].index((name, version)))
             await pilot.press("enter")
@@ -173,10 +170,7 @@ async def test_a_version_holding_at_signs_is_filtered_exactly(tmp_path: Path) ->
             assert isinstance(chosen, VersionRef) and (chosen.name, chosen.version) == (name, version)
             assert app.screen.matching == count
             # And p again puts the cursor back on it.
-            await pilot.press("p")
-            await settle(pilot)
-            assert isinstance(app.screen, VersionsScreen)
-            assert app.screen.highlighted() is not None
+            assert (await open_versions(app, pilot)).highlighted() is not None
             highlighted = app.screen.highlighted()
             assert highlighted is not None and highlighted.key == VersionKey(name, version)
             await pilot.press("escape")
@@ -207,10 +201,7 @@ async def test_the_compare_view_keeps_one_line_a_metric_at_80_columns(store: Sto
     app = make_app(store, evals_dir=tmp_path / "evals", poll_interval=None)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press("p")
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, VersionsScreen)
+        screen = await open_versions(app, pilot)
         versions = [r.key.version for r in screen.rows]
         table = screen.query_one("#versions-table", DataTable)
         table.move_cursor(row=versions.index("v1"))
